@@ -1,0 +1,129 @@
+"""Context keys: canonical strings of the configured dimensions, the parent
+chain used for fallback, and the cardinality cap.
+
+>>> keyer = ContextKeyer(("task", "domain"))
+>>> keyer.key({"domain": "finance", "task": "qa", "lang": "en"})
+'task=qa|domain=finance'
+>>> parents("task=qa|domain=finance")
+['task=qa|domain=finance', 'task=qa', '*']
+>>> reg = ContextRegistry(max_contexts=2, min_support=0)
+>>> [reg.observe(k) for k in ["task=qa", "task=qa|domain=a", "task=qa|domain=b"]]
+['task=qa', 'task=qa|domain=a', 'task=qa']
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Mapping
+
+ROOT = "*"
+_ESCAPES = {"%": "%25", "|": "%7C", "=": "%3D"}
+
+
+def _escape(value: str) -> str:
+    for ch, rep in _ESCAPES.items():
+        value = value.replace(ch, rep)
+    return value
+
+
+class ContextKeyer:
+    """Builds canonical keys: dimensions in configured order, ``dim=value``
+    joined by ``|``. A missing dimension ends the key (keys are always
+    prefixes of the dimension list, so their parents are well defined)."""
+
+    __slots__ = ("dimensions",)
+
+    def __init__(self, dimensions: tuple[str, ...] | list[str]) -> None:
+        self.dimensions = tuple(dimensions)
+
+    def key(self, context: Mapping[str, str]) -> str:
+        parts = []
+        for dim in self.dimensions:
+            value = context.get(dim)
+            if value is None or value == "":
+                break
+            parts.append(f"{dim}={_escape(str(value))}")
+        return "|".join(parts) if parts else ROOT
+
+    def __reduce__(self):
+        return (ContextKeyer, (self.dimensions,))
+
+
+def parent(key: str) -> str | None:
+    """The next-less-specific key; ``None`` above the root.
+
+    >>> parent("task=qa"), parent("*")
+    ('*', None)
+    """
+    if key == ROOT:
+        return None
+    head, sep, _ = key.rpartition("|")
+    return head if sep else ROOT
+
+
+def parents(key: str) -> list[str]:
+    """``key`` followed by each of its ancestors up to ``*``."""
+    chain = [key]
+    while (p := parent(chain[-1])) is not None:
+        chain.append(p)
+    return chain
+
+
+def dict_of(key: str) -> dict[str, str]:
+    """Inverse of :meth:`ContextKeyer.key`.
+
+    >>> dict_of("task=qa|domain=a%7Cb")
+    {'task': 'qa', 'domain': 'a|b'}
+    """
+    if key == ROOT:
+        return {}
+    out = {}
+    for part in key.split("|"):
+        dim, _, value = part.partition("=")
+        for ch, rep in _ESCAPES.items():
+            value = value.replace(rep, ch)
+        out[dim] = value
+    return out
+
+
+class ContextRegistry:
+    """The cardinality cap. ``observe(key)`` returns the key an example is
+    learned under: its own once it has been seen ``min_support`` times and
+    there is room under ``max_contexts`` (the root not counted); until then its nearest admitted
+    ancestor (the root ``*`` is always admitted). Deterministic and picklable.
+    """
+
+    def __init__(self, max_contexts: int, min_support: int = 20, candidate_cap: int = 10_000) -> None:
+        self.max_contexts = max_contexts
+        self.min_support = min_support
+        self.candidate_cap = candidate_cap
+        self.admitted: set[str] = {ROOT}
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self.rolled_up = 0
+
+    def observe(self, key: str) -> str:
+        if key in self.admitted:
+            return key
+        count = self._seen.pop(key, 0) + 1
+        if count >= self.min_support and len(self.admitted) - 1 < self.max_contexts and self._parent_ok(key):
+            self.admitted.add(key)
+            return key
+        self._seen[key] = count
+        if len(self._seen) > self.candidate_cap:
+            self._seen.popitem(last=False)
+        self.rolled_up += 1
+        return self.resolve(key)
+
+    def _parent_ok(self, key: str) -> bool:
+        # parents are admitted first so the fallback chain is always populated
+        p = parent(key)
+        if p is None or p in self.admitted:
+            return True
+        return self.observe(p) == p
+
+    def resolve(self, key: str) -> str:
+        """The nearest admitted key in ``key``'s chain, without counting."""
+        for k in parents(key):
+            if k in self.admitted:
+                return k
+        return ROOT

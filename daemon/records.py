@@ -1,0 +1,198 @@
+"""Record contracts (DESIGN section 3) as pydantic models, and their decoders.
+
+Every record carries ``v``, its major version; an unknown major version is
+rejected. Unknown extra fields are kept and ignored. Decoding bytes yields a
+record or raises :class:`DecodeError` whose ``reason`` is a stable code.
+
+>>> ev = decode_feedback(b'{"v": 1, "request_id": "r1", "ts": 1.0, "em": 1}')
+>>> ev.em, ev.weight
+(1, 1.0)
+>>> try:
+...     decode_feedback(b'{"v": 9, "request_id": "r1", "ts": 1.0, "em": 1}')
+... except DecodeError as e:
+...     print(e.reason)
+unknown_version
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import DecodeError
+
+MAJOR = 1
+DEFAULT_MAX_BYTES = 1_000_000
+
+RequestId = Annotated[str, Field(min_length=1, max_length=256)]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Checkpoint = tuple[NonNegInt, Score, Annotated[str, Field(max_length=256)]]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False, strict=False)
+
+    v: Literal[1] = MAJOR
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON bytes (extra fields included)."""
+        return self.model_dump_json(exclude_none=False).encode()
+
+
+class InferenceEvent(_Record):
+    """Written by an inferencer after each request.
+
+    ``checkpoints`` are ``[tokens, score, answer_hash]`` up to where the request
+    stopped, or the whole run for an exploration run; ``stop_index`` is the
+    checkpoint whose answer was delivered. ``complete`` (optional, minor
+    addition) says the checkpoints are the whole run; when absent it is
+    inferred (exploration runs, or runs whose last score is under the
+    threshold, ran to the end).
+    """
+
+    request_id: RequestId
+    ts: float
+    context: dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
+    features: dict[Annotated[str, Field(min_length=1, max_length=64)], float] = Field(default_factory=dict)
+    threshold: Score
+    threshold_version: NonNegInt = 0
+    explore: bool = False
+    propensity: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    stop_index: NonNegInt
+    tokens_used: NonNegInt
+    tokens_budget: NonNegInt
+    checkpoints: list[Checkpoint] = Field(min_length=1)
+    complete: Optional[bool] = None
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _increasing(cls, cps: list[Checkpoint]) -> list[Checkpoint]:
+        for a, b in zip(cps, cps[1:]):
+            if b[0] <= a[0]:
+                raise ValueError("checkpoints_not_increasing: tokens must strictly increase")
+        return cps
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InferenceEvent":
+        n = len(self.checkpoints)
+        if self.stop_index >= n:
+            raise ValueError(f"out_of_range: stop_index {self.stop_index} >= {n} checkpoints")
+        if not self.explore and self.stop_index != n - 1:
+            raise ValueError("out_of_range: a non-exploration run's checkpoints end where it stopped")
+        return self
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether the checkpoints are the full run (see class doc)."""
+        if self.complete is not None:
+            return self.complete
+        return self.explore or self.checkpoints[-1][1] < self.threshold or self.threshold >= 1.0
+
+
+class FeedbackEvent(_Record):
+    """Written by the app, a grader or a user action: EM of the delivered
+    answer (``em``) and/or the gold answer's hash."""
+
+    request_id: RequestId
+    ts: float
+    em: Optional[Literal[0, 1]] = None
+    gold_answer_hash: Optional[Annotated[str, Field(max_length=256)]] = None
+    source: Annotated[str, Field(max_length=64)] = "user"
+    weight: Annotated[float, Field(gt=0.0)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_label(self) -> "FeedbackEvent":
+        if self.em is None and self.gold_answer_hash is None:
+            raise ValueError("missing_field: one of em or gold_answer_hash is required")
+        return self
+
+
+class ThresholdRecord(_Record):
+    """Written by stopwise to the compacted thresholds topic, one per context."""
+
+    context: Annotated[str, Field(min_length=1, max_length=1024)]
+    threshold: Score
+    explore_rate: Score
+    version: Annotated[int, Field(ge=1)]
+    issued_at: float
+    expires_at: float
+    policy: str
+    est_loss: Optional[Score] = None
+    est_loss_ucb: Optional[Score] = None
+    est_savings: Optional[float] = None
+    n: Annotated[float, Field(ge=0)] = 0.0
+    reason: str = ""
+    sig: Optional[str] = None
+
+
+_REASON_BY_TYPE = {
+    "missing": "missing_field",
+    "finite_number": "not_finite",
+    "greater_than_equal": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "greater_than": "out_of_range",
+    "less_than": "out_of_range",
+    "too_short": "invalid_value",
+    "too_long": "invalid_value",
+}
+
+
+def _reason(err: dict) -> str:
+    loc = err.get("loc", ())
+    typ = err.get("type", "")
+    if typ == "json_invalid":
+        return "bad_json"
+    if typ == "model_type" and not loc:
+        return "not_object"
+    if loc and loc[0] == "v":
+        return "unknown_version" if typ == "literal_error" else "invalid_value"
+    msg = err.get("msg", "")
+    head = msg.removeprefix("Value error, ").split(":", 1)[0]
+    if head in DecodeError.REASONS:
+        return head
+    if loc and loc[0] in ("tokens_used", "tokens_budget") and typ == "greater_than_equal":
+        return "negative_tokens"
+    if len(loc) >= 3 and loc[0] == "checkpoints" and loc[2] == 0 and typ == "greater_than_equal":
+        return "negative_tokens"
+    return _REASON_BY_TYPE.get(typ, "invalid_value")
+
+
+def decode(model: type[_Record], data: bytes | bytearray | memoryview | str, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Decode bytes into ``model``; raise :class:`DecodeError` on any problem."""
+    if data is None:
+        raise DecodeError("bad_json", "empty value")
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        raise DecodeError("too_large", f"{len(data)} bytes > limit {max_bytes}")
+    try:
+        return model.model_validate_json(bytes(data))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "(record)"
+        msg = err.get("msg", "").removeprefix("Value error, ")
+        raise DecodeError(_reason(err), f"{where}: {msg}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # defensive: never leak other errors
+        raise DecodeError("bad_json", str(exc)[:200]) from None
+
+
+def decode_inference(data, max_bytes: int = DEFAULT_MAX_BYTES) -> InferenceEvent:
+    return decode(InferenceEvent, data, max_bytes)
+
+
+def decode_feedback(data, max_bytes: int = DEFAULT_MAX_BYTES) -> FeedbackEvent:
+    return decode(FeedbackEvent, data, max_bytes)
+
+
+def decode_threshold(data, max_bytes: int = DEFAULT_MAX_BYTES) -> ThresholdRecord:
+    return decode(ThresholdRecord, data, max_bytes)
+
+
+SCHEMA_MODELS: dict[str, type[_Record]] = {
+    "inference_event": InferenceEvent,
+    "feedback_event": FeedbackEvent,
+    "threshold_record": ThresholdRecord,
+}

@@ -1,0 +1,3 @@
+"""Placeholder: replaced by the broker helper."""
+def register(app):
+    pass

@@ -14,6 +14,7 @@ raises :class:`ConfigError` naming the file, the key path, the value and why.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -43,10 +44,33 @@ def _positive(v: float) -> float:
     return v
 
 
-Unit = Annotated[float, _in(0.0, 1.0)]
-OpenUnit = Annotated[float, _in(0.0, 1.0, lo_open=True)]
-Positive = Annotated[float, AfterValidator(_positive)]
-PosInt = Annotated[int, Field(ge=1)]
+# strict: a YAML ``true`` or a quoted "0.5" is refused instead of coerced
+# (env overrides are parsed as YAML first, so they still give real numbers)
+Unit = Annotated[float, Field(strict=True), _in(0.0, 1.0)]
+OpenUnit = Annotated[float, Field(strict=True), _in(0.0, 1.0, lo_open=True)]
+Positive = Annotated[float, Field(strict=True), AfterValidator(_positive)]
+NonNeg = Annotated[float, Field(strict=True, ge=0)]
+PosInt = Annotated[int, Field(strict=True, ge=1)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+Flag = Annotated[bool, Field(strict=True)]
+
+
+def _bootstrap(v: str) -> str:
+    hosts = [h.strip() for h in v.split(",")]
+    for h in hosts:
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port[,host:port...]")
+    return ",".join(hosts)
+
+
+def _name(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_name)]
 
 
 class _Section(BaseModel):
@@ -54,9 +78,9 @@ class _Section(BaseModel):
 
 
 class KafkaConfig(_Section):
-    bootstrap: str = "127.0.0.1:9092"
-    client_id: str = "stopwise"
-    group_id: str = "stopwise"
+    bootstrap: Annotated[str, AfterValidator(_bootstrap)] = "127.0.0.1:9092"
+    client_id: Name = "stopwise"
+    group_id: Name = "stopwise"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     request_timeout_ms: PosInt = 30000
     session_timeout_ms: PosInt = 10000
@@ -65,31 +89,40 @@ class KafkaConfig(_Section):
 
 
 class TopicsConfig(_Section):
-    inference: str = "stopwise.inference"
-    feedback: str = "stopwise.feedback"
-    examples: str = "stopwise.examples"
-    thresholds: str = "stopwise.thresholds"
-    decisions: str = "stopwise.decisions"
-    state: str = "stopwise.state"
-    dlq: str = "stopwise.dlq"
+    inference: Name = "stopwise.inference"
+    feedback: Name = "stopwise.feedback"
+    examples: Name = "stopwise.examples"
+    thresholds: Name = "stopwise.thresholds"
+    decisions: Name = "stopwise.decisions"
+    state: Name = "stopwise.state"
+    dlq: Name = "stopwise.dlq"
     input_partitions: PosInt = 3
     examples_partitions: PosInt = 3
     replication_factor: PosInt = 1
     retention_ms: PosInt = 7 * 24 * 3600 * 1000
+    # compacted topics (thresholds, state): how soon the log cleaner keeps
+    # only the latest value per key. Production defaults; tests shrink them.
+    compaction_dirty_ratio: OpenUnit = 0.5
+    compaction_segment_ms: PosInt = 24 * 3600 * 1000
+    compaction_lag_ms: NonNegInt = 0
+    tombstone_retention_ms: NonNegInt = 24 * 3600 * 1000
+    state_max_message_bytes: PosInt = 16 * 1024 * 1024
 
     @model_validator(mode="after")
     def _distinct(self) -> "TopicsConfig":
-        names = [self.inference, self.feedback, self.examples, self.thresholds,
-                 self.decisions, self.state, self.dlq]
-        if len(set(names)) != len(names):
-            raise ValueError("topic names must all be different")
+        seen: dict[str, str] = {}
+        for field in ("inference", "feedback", "examples", "thresholds", "decisions", "state", "dlq"):
+            name = getattr(self, field)
+            if name in seen:
+                raise ValueError(f"{field}: is also the name of topics.{seen[name]}; topic names must all be different")
+            seen[name] = field
         return self
 
 
 class ContextConfig(_Section):
     dimensions: tuple[str, ...] = ("task", "domain")
     max_contexts: PosInt = 256
-    min_support: Annotated[int, Field(ge=0)] = 20
+    min_support: NonNegInt = 20
     default_threshold: Unit = NO_EARLY_STOP
 
     @model_validator(mode="after")
@@ -111,8 +144,9 @@ class GridConfig(_Section):
     def _sorted(self) -> "GridConfig":
         if not self.taus:
             raise ValueError("taus: the grid needs at least one threshold")
-        if any(b <= a for a, b in zip(self.taus, self.taus[1:])):
-            raise ValueError("taus: must be strictly increasing")
+        for a, b in zip(self.taus, self.taus[1:]):
+            if b <= a:
+                raise ValueError(f"taus: must be strictly increasing ({b:g} follows {a:g})")
         if self.taus[-1] >= NO_EARLY_STOP:
             raise ValueError("taus: must be below 1.0 (1.0 means no early stop and is always included)")
         return self
@@ -127,7 +161,7 @@ class BudgetConfig(_Section):
 
 class EstimatorConfig(_Section):
     half_life: Positive = 5000.0
-    prior_strength: Annotated[float, Field(ge=0)] = 20.0
+    prior_strength: NonNeg = 20.0
     model: Literal["logistic", "none"] = "logistic"
     learning_rate: Positive = 0.05
     seed: int = 42
@@ -136,7 +170,7 @@ class EstimatorConfig(_Section):
 class PolicyConfig(_Section):
     name: str = "reference"
     params: dict[str, Any] = Field(default_factory=dict)
-    integral_gain: Annotated[float, Field(ge=0)] = 0.5
+    integral_gain: NonNeg = 0.5
 
 
 class GuardrailsConfig(_Section):
@@ -144,16 +178,16 @@ class GuardrailsConfig(_Section):
     max_threshold: Unit = NO_EARLY_STOP
     max_step: OpenUnit = 0.1
     hysteresis: Unit = 0.005
-    min_evidence: Annotated[float, Field(ge=0)] = 200.0
+    min_evidence: NonNeg = 200.0
     breaker_margin: Unit = 0.02
     breaker_window: PosInt = 500
-    breaker_cooldown_s: Annotated[float, Field(ge=0)] = 600.0
-    kill_switch: bool = False
+    breaker_cooldown_s: NonNeg = 600.0
+    kill_switch: Flag = False
 
     @model_validator(mode="after")
     def _bounds(self) -> "GuardrailsConfig":
         if self.min_threshold > self.max_threshold:
-            raise ValueError("min_threshold must not exceed max_threshold")
+            raise ValueError(f"min_threshold: must not exceed max_threshold ({self.max_threshold:g})")
         return self
 
 
@@ -164,8 +198,10 @@ class ExplorationConfig(_Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> "ExplorationConfig":
+        if self.min_rate > self.max_rate:
+            raise ValueError(f"min_rate: must not exceed max_rate ({self.max_rate:g})")
         if not self.min_rate <= self.initial_rate <= self.max_rate:
-            raise ValueError("need min_rate <= initial_rate <= max_rate")
+            raise ValueError(f"initial_rate: must be within [min_rate, max_rate] = [{self.min_rate:g}, {self.max_rate:g}]")
         return self
 
 
@@ -189,9 +225,9 @@ class LimitsConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    enabled: Flag = True
+    host: Name = "127.0.0.1"
+    port: Annotated[int, Field(strict=True, ge=0, le=65535)] = 9464
 
 
 class LoggingConfig(_Section):
@@ -232,9 +268,11 @@ class Config(_Section):
         return self.budget.per_context.get(context_key, self.budget.em_drop)
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, raw in env.items():
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, tuple[Any, str]]]:
+    """``STOPWISE_<SECTION>__<KEY>`` variables as {section: {key: (value, var)}}.
+    Other ``STOPWISE_*`` variables (e.g. ``STOPWISE_BOOTSTRAP``) are ignored."""
+    out: dict[str, dict[str, tuple[Any, str]]] = {}
+    for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX):].partition("__")
@@ -242,46 +280,100 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        out.setdefault(section.lower(), {})[key.lower()] = value
+        out.setdefault(section.lower(), {})[key.lower()] = (value, name)
     return out
 
 
-def _error_from_pydantic(file: str, exc: ValidationError, data: Any) -> ConfigError:
-    err = exc.errors()[0]
+_FRIENDLY = (
+    ("Input should be a valid dictionary or instance of", "should be a mapping, not a value; see"),
+    ("Input should be a valid dictionary", "should be a mapping"),
+    ("Input should be a valid tuple", "should be a list"),
+    ("Input should be a valid list", "should be a list"),
+    ("Input should be", "should be"),
+    ("Input is not", "is not"),
+)
+
+
+def _known_keys(loc: list[str]) -> list[str] | None:
+    """Field names of the model at ``loc`` (the parent of an unknown key)."""
+    model: Any = Config
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    fields = getattr(model, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def _error_from_pydantic(file: str, exc: ValidationError, data: Any,
+                         origins: Mapping[tuple[str, str], str] | None = None) -> ConfigError:
+    errors = exc.errors(include_url=False)
+    err = errors[0]
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "(root)"
-    why = err["msg"].removeprefix("Value error, ")
+    why = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    for old, new in _FRIENDLY:
+        if why.startswith(old):
+            why = new + why[len(old):]
+            if new.endswith("see"):
+                why = "should be a mapping of keys"
+            break
+    why = re.sub(r" for <class '[\w.]+'>", "", why)
     value: object = err.get("input", ConfigError.MISSING)  # type: ignore[attr-defined]
     if err["type"] == "extra_forbidden":
-        why = "unknown key"
+        known = _known_keys(loc[:-1])
+        kind = "section" if len(loc) == 1 else "key"
+        why = f"unknown {kind}" + (f" (known: {', '.join(known)})" if known else "")
     elif err["type"] == "missing":
         value = ConfigError.MISSING  # type: ignore[attr-defined]
     elif isinstance(value, dict) and err["type"] in ("value_error", "assertion_error"):
-        # model-level check: point at the field the message names, if any
+        # model-level check: the message starts with the field it is about
         first = why.split(":")[0].split(" ")[0]
         if first in value:
             key, value, why = f"{key}.{first}" if key != "(root)" else first, value[first], why.split(": ", 1)[-1]
         else:
             value = ConfigError.MISSING  # type: ignore[attr-defined]
+    parts = key.split(".")
+    if origins and len(parts) >= 2 and (parts[0], parts[1]) in origins:
+        why += f" (set by environment variable {origins[(parts[0], parts[1])]})"
+    elif origins and len(parts) == 1 and any(sec == parts[0] for sec, _ in origins):
+        var = next(v for (sec, _), v in origins.items() if sec == parts[0])
+        why += f" (set by environment variable {var})"
+    if len(errors) > 1:
+        why += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return ConfigError(file, key, value, why)
 
 
 def parse_config(data: Any, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
-    """Validate a mapping (plus env overrides) into a frozen :class:`Config`."""
+    """Validate a mapping (plus env overrides) into a frozen :class:`Config`.
+
+    >>> parse_config({"budget": {"em_drop": 0.02}}, env={"STOPWISE_KAFKA__GROUP_ID": "g2"}).kafka.group_id
+    'g2'
+    >>> parse_config({"budget": {"em_drop": 1.5}}, file="c.yaml")
+    Traceback (most recent call last):
+    ...
+    stopwise.daemon.errors.ConfigError: c.yaml: budget.em_drop: 1.5 is not in [0, 1]
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, "(root)", ConfigError.MISSING, "must be a mapping of sections")  # type: ignore[attr-defined]
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    origins: dict[tuple[str, str], str] = {}
     for section, kv in _env_overrides(env or {}).items():
         target = merged.setdefault(section, {})
+        if target is None:
+            target = merged[section] = {}
         if not isinstance(target, dict):
-            raise ConfigError(file, section, target, "must be a mapping")
-        target.update(kv)
+            raise ConfigError(file, section, target, "should be a mapping of keys")
+        for key, (value, var) in kv.items():
+            target[key] = value
+            origins[(section, key)] = var
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        raise _error_from_pydantic(file, exc, merged) from None
+        raise _error_from_pydantic(file, exc, merged, origins) from None
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

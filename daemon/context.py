@@ -102,24 +102,26 @@ class ContextRegistry:
         self.rolled_up = 0
 
     def observe(self, key: str) -> str:
+        """Count one example of ``key`` (it also counts for each not yet
+        admitted ancestor) and return the key it is learned under."""
         if key in self.admitted:
             return key
-        count = self._seen.pop(key, 0) + 1
-        if count >= self.min_support and len(self.admitted) - 1 < self.max_contexts and self._parent_ok(key):
-            self.admitted.add(key)
-            return key
-        self._seen[key] = count
-        if len(self._seen) > self.candidate_cap:
+        chain = parents(key)
+        missing = [k for k in chain if k not in self.admitted]  # most specific first
+        for k in missing:
+            self._seen[k] = self._seen.pop(k, 0) + 1  # re-insert: most recently seen last
+        # admit top-down, so every admitted key's parents are admitted too
+        for k in reversed(missing):
+            if self._seen.get(k, 0) < self.min_support or len(self.admitted) - 1 >= self.max_contexts:
+                break
+            self.admitted.add(k)
+            self._seen.pop(k, None)
+        while len(self._seen) > self.candidate_cap:
             self._seen.popitem(last=False)
+        if key in self.admitted:
+            return key
         self.rolled_up += 1
         return self.resolve(key)
-
-    def _parent_ok(self, key: str) -> bool:
-        # parents are admitted first so the fallback chain is always populated
-        p = parent(key)
-        if p is None or p in self.admitted:
-            return True
-        return self.observe(p) == p
 
     def resolve(self, key: str) -> str:
         """The nearest admitted key in ``key``'s chain, without counting."""

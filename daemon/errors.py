@@ -53,6 +53,11 @@ class BrokerError(StopwiseError):
     """The local Kafka broker could not be assembled, started or reached."""
 
 
+class TopicsError(StopwiseError):
+    """Topics could not be created as configured (e.g. the input topics
+    exist with different partition counts, so they are not co-partitioned)."""
+
+
 class RetryableError(StopwiseError):
     """A transient failure; the loop waits ``retry_after`` seconds and retries."""
 

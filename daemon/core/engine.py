@@ -1,0 +1,346 @@
+"""The controller (learn + decide + guard) and the Core (Joiner + Controller).
+
+``Controller.learn(example, now)``: dedupe by request_id; roll the context
+key up through the :class:`~stopwise.daemon.context.ContextRegistry`
+(cardinality cap); evaluate the counterfactual; update the estimator for
+the (rolled-up) key AND every ancestor up to ``*`` (so parents pool their
+children and ``*`` is always a fallback); feed the River model (subsampled
+checkpoints); record the served outcome for the circuit breaker; let the
+policy learn (for the key and its ancestors).
+
+``Controller.tick(now)``: for every known context (sorted, so deterministic)
+build a :class:`~stopwise.policies.base.View`, ask the policy, apply the
+:mod:`.guardrails` and publish a :class:`Decision` when it is the first
+record of the context, the threshold moved by at least
+``guardrails.hysteresis``, the exploration rate moved by at least
+``max(hysteresis, 20% of the old rate)``, the guardrail reason changed to or
+from ``kill_switch``/``circuit_breaker``, or the last record is past half
+of ``publish.record_ttl_s`` (a refresh, so records never expire while the
+daemon lives). Versions grow by one per context per publication.
+
+Global budget mode (``budget.mode == "global"``): see :func:`allocate_global`.
+
+>>> from stopwise.daemon.config import Config
+>>> ctl = Controller(Config())
+>>> [d.record.context for d in ctl.tick(now=0.0)], ctl.table()["*"].threshold
+(['*'], 1.0)
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ..config import Config
+from ..context import ROOT, ContextKeyer, ContextRegistry, parents
+from ..records import FeedbackEvent, InferenceEvent, ThresholdRecord
+from ..stoprule import NO_EARLY_STOP
+from .counterfactual import evaluate, with_no_stop
+from .estimator import Estimator, TauStats
+from .examples import LabelledExample
+from .guardrails import Guardrails
+from .join import Joiner
+from .risk_model import RiskModel
+
+log = structlog.get_logger("stopwise.core")
+
+RECENT_PER_CONTEXT = 16
+FORCED = ("kill_switch", "circuit_breaker")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One publication: the (unsigned) record, what it replaces, and why."""
+
+    record: ThresholdRecord
+    previous_threshold: float | None
+    reason: str
+
+    def audit_bytes(self) -> bytes:
+        """JSON for the audit topic: every record field plus previous_threshold."""
+        d = self.record.model_dump(mode="json")
+        d["previous_threshold"] = self.previous_threshold
+        return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _policy_from(config: Config):
+    from stopwise.policies import make_policy
+
+    return make_policy(config.policy.name, **dict(config.policy.params))
+
+
+def allocate_global(stats: dict[str, TauStats], shares: dict[str, float], total: float,
+                    caps: dict[str, float]) -> dict[str, float]:
+    """Greedy Lagrangian allocation of one traffic-weighted budget.
+
+    Each context starts at 1.0 (no spend). Repeatedly take the single move
+    (one context one grid step more aggressive) with the best marginal ratio
+    ``share * extra savings / (share * extra UCB)`` -- the discrete
+    Lagrangian/knapsack greedy -- while ``sum(share * UCB) <= total`` and
+    each context's UCB stays under its own cap (the per-context floors on
+    EM). Returns each context's allocated budget: the UCB at its chosen tau
+    (``0.0`` = stay conservative).
+
+    >>> st = TauStats((0.5, 0.9, 1.0), (0.0, 0.0, 0.0), (0.03, 0.004, 0.0), (0.3, 0.6, 1.0), 1e4, 1, 1)
+    >>> allocate_global({"a": st, "b": st}, {"a": 0.5, "b": 0.5}, 0.01, {"a": 0.05, "b": 0.05})
+    {'a': 0.004, 'b': 0.004}
+    """
+    pos = {k: len(s.taus) - 1 for k, s in stats.items()}
+    spent = 0.0
+    while True:
+        best = None
+        for k, s in stats.items():
+            i = pos[k]
+            if i == 0:
+                continue
+            j = i - 1
+            d_loss = s.ucb[j] - s.ucb[i]
+            d_save = s.cost[i] - s.cost[j]
+            if s.ucb[j] > caps.get(k, 1.0) or spent + shares[k] * d_loss > total + 1e-12:
+                continue
+            ratio = d_save / max(d_loss, 1e-9)
+            if best is None or ratio > best[0]:
+                best = (ratio, k, j, d_loss)
+        if best is None or best[0] <= 0:
+            break
+        _, k, j, d_loss = best
+        pos[k] = j
+        spent += shares[k] * d_loss
+    return {k: stats[k].ucb[pos[k]] for k in stats}
+
+
+class Controller:
+    """Learn + decide + guard for the contexts it owns (see module doc)."""
+
+    def __init__(self, config: Config, policy=None) -> None:
+        self._own_policy = policy is None
+        self.policy = _policy_from(config) if policy is None else policy
+        self.keyer = ContextKeyer(config.context.dimensions)
+        self.registry = ContextRegistry(config.context.max_contexts, config.context.min_support)
+        self.taus = with_no_stop(config.grid.taus)
+        self.estimator = Estimator(self.taus, config.estimator.half_life, config.budget.confidence,
+                                   config.estimator.prior_strength)
+        self.model = RiskModel(config.estimator.seed, config.estimator.learning_rate,
+                               enabled=config.estimator.model != "none")
+        self.guard = Guardrails(config.guardrails, config.context.default_threshold, config.budget.confidence)
+        self.config = config
+        self._learned: OrderedDict[str, float] = OrderedDict()
+        self._recent: dict[str, deque] = {}
+        self._prior: dict[str, tuple[float, ...] | None] = {}
+        self._prior_dirty: set[str] = set()
+        self._records: dict[str, ThresholdRecord] = {}
+        self._traffic: dict[str, float] = {}
+        self._kill = False
+        self.unique_examples = 0
+        self.duplicates = 0
+        self.load = 0.0
+        self.estimator.touch(ROOT)
+
+    # -- learning -------------------------------------------------------
+    def learn(self, example: LabelledExample, now: float) -> bool:
+        """Learn one example; ``False`` (ignored) if its request_id was already learned."""
+        rid = example.request_id
+        if rid in self._learned:
+            self.duplicates += 1
+            return False
+        self._learned[rid] = now
+        cap = max(self.config.join.max_entries, 1000)
+        while len(self._learned) > cap:
+            self._learned.popitem(last=False)
+        self.unique_examples += 1
+        key = self.registry.observe(example.context_key)
+        cf = evaluate(example, self.taus)
+        self.model.learn(example, cf)
+        from stopwise.policies.base import Outcome
+
+        outcome = Outcome(example, cf)
+        for k in parents(key):
+            self.estimator.update(k, cf)
+            self._traffic[k] = self._traffic.get(k, 0.0) + 1.0
+            if cf.informative:
+                self.guard.observe(k, cf.served_loss, cf.weight)
+            if cf.complete:
+                dq = self._recent.get(k)
+                if dq is None:
+                    dq = self._recent[k] = deque(maxlen=RECENT_PER_CONTEXT)
+                dq.append(example)
+                self._prior_dirty.add(k)
+            self.policy.learn_one(k, outcome)
+        return True
+
+    # -- deciding -------------------------------------------------------
+    def _stats(self, key: str) -> TauStats:
+        if key in self._prior_dirty:
+            self._prior_dirty.discard(key)
+            # the model prior only matters while the context is data-poor
+            if self.estimator.n_eff(key) < 10 * max(self.config.estimator.prior_strength, 1.0) or key not in self._prior:
+                self._prior[key] = self.model.prior(list(self._recent.get(key, ())), self.taus)
+        return self.estimator.stats(key, self._prior.get(key))
+
+    def _budgets(self, keys: list[str], stats: dict[str, TauStats]) -> dict[str, float]:
+        cfg = self.config
+        if cfg.budget.mode != "global":
+            return {k: cfg.budget_for(k) for k in keys}
+        leaves = [k for k in keys if k != ROOT and not any(o != k and ROOT != o and parents(o)[1:].count(k) for o in keys)]
+        if not leaves:
+            return {k: cfg.budget_for(k) for k in keys}
+        total_traffic = sum(self._traffic.get(k, 0.0) for k in leaves) or 1.0
+        shares = {k: self._traffic.get(k, 0.0) / total_traffic for k in leaves}
+        caps = {k: cfg.budget.per_context.get(k, 1.0) for k in leaves}
+        alloc = allocate_global({k: stats[k] for k in leaves}, shares, cfg.budget.em_drop, caps)
+        out = {k: cfg.budget_for(k) for k in keys}
+        out.update({k: max(v, 1e-6) for k, v in alloc.items()})
+        return out
+
+    def known_contexts(self) -> list[str]:
+        return sorted(set(self.estimator.keys()) | {ROOT})
+
+    def tick(self, now: float) -> list[Decision]:
+        """Decide every known context; return the publications (see module doc)."""
+        from stopwise.policies.base import View
+
+        cfg = self.config
+        keys = self.known_contexts()
+        stats = {k: self._stats(k) for k in keys}
+        budgets = self._budgets(keys, stats)
+        out: list[Decision] = []
+        ex = cfg.exploration
+        kill = self._kill or cfg.guardrails.kill_switch
+        critical = set(getattr(self.policy, "critical", ()) or ())
+        for key in keys:
+            st = stats[key]
+            prev = self._records.get(key)
+            current = prev.threshold if prev else cfg.context.default_threshold
+            view = View(key, st, budgets[key], cfg.budget.confidence, current,
+                        prev.explore_rate if prev else ex.initial_rate, ex.min_rate, ex.max_rate, ex.initial_rate,
+                        cfg.context.default_threshold, cfg.policy.integral_gain, self.load, key in critical)
+            prop = self.policy.decide(key, view, now)
+            thr, guard_reason = self.guard.apply(key, prop.threshold, current=current, budget=budgets[key],
+                                                 n_eff=st.n_evidence, now=now, kill=kill)
+            rate = min(ex.max_rate, max(ex.min_rate, prop.explore_rate))
+            reason = guard_reason if guard_reason in FORCED or guard_reason == "min_evidence" else prop.reason
+            if guard_reason in ("clamp", "step"):
+                reason = f"{prop.reason}; {guard_reason}"
+            if not self._changed(prev, thr, rate, guard_reason, now):
+                continue
+            idx = st.nearest(thr)
+            rec = ThresholdRecord(
+                context=key, threshold=thr, explore_rate=rate, version=(prev.version + 1) if prev else 1,
+                issued_at=now, expires_at=now + cfg.publish.record_ttl_s, policy=self.policy.name,
+                est_loss=min(1.0, max(0.0, st.loss[idx])), est_loss_ucb=min(1.0, max(0.0, st.ucb[idx])),
+                est_savings=1.0 - st.cost[idx], n=st.n_eff, reason=reason,
+            )
+            self._records[key] = rec
+            out.append(Decision(rec, prev.threshold if prev else None, reason))
+        return out
+
+    def _changed(self, prev: ThresholdRecord | None, thr: float, rate: float, guard_reason: str, now: float) -> bool:
+        if prev is None:
+            return True
+        h = self.config.guardrails.hysteresis
+        was_forced = prev.reason in FORCED
+        if guard_reason in FORCED:
+            return not (prev.reason == guard_reason and prev.threshold == thr)
+        if was_forced and thr != prev.threshold:
+            return True
+        if thr != prev.threshold and (abs(thr - prev.threshold) >= h or thr == NO_EARLY_STOP):
+            return True
+        if abs(rate - prev.explore_rate) >= max(h, 0.2 * prev.explore_rate):
+            return True
+        return now >= prev.issued_at + self.config.publish.record_ttl_s / 2
+
+    # -- operations -----------------------------------------------------
+    def table(self) -> dict[str, ThresholdRecord]:
+        """Latest record per context key."""
+        return dict(self._records)
+
+    def set_kill_switch(self, on: bool) -> None:
+        """On: the next tick publishes 1.0 for every known context (reason kill_switch)."""
+        self._kill = bool(on)
+
+    def set_load(self, load: float) -> None:
+        """Fleet load in [0, 1], passed to policies in the view (load_aware)."""
+        self.load = min(1.0, max(0.0, float(load)))
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply new settings, keep learned state. A new grid or context
+        dimensions restart the estimates (they are indexed by them); a new
+        policy name/params builds a fresh policy (when built from config)."""
+        old = self.config
+        self.config = config
+        if tuple(config.grid.taus) != tuple(old.grid.taus):
+            self.taus = with_no_stop(config.grid.taus)
+            self.estimator = Estimator(self.taus, config.estimator.half_life, config.budget.confidence,
+                                       config.estimator.prior_strength)
+            self._prior.clear()
+            log.info("estimates_reset", why="grid changed")
+        else:
+            est = self.estimator
+            est.half_life, est.confidence = config.estimator.half_life, config.budget.confidence
+            est.prior_strength = config.estimator.prior_strength
+            est.decay = 0.5 ** (1.0 / est.half_life)
+        if tuple(config.context.dimensions) != tuple(old.context.dimensions):
+            self.keyer = ContextKeyer(config.context.dimensions)
+        self.registry.max_contexts = config.context.max_contexts
+        self.registry.min_support = config.context.min_support
+        self.model.enabled = config.estimator.model != "none"
+        self.guard.reconfigure(config.guardrails, config.context.default_threshold, config.budget.confidence)
+        if self._own_policy and (config.policy.name != old.policy.name or config.policy.params != old.policy.params):
+            self.policy = _policy_from(config)
+        self.estimator.touch(ROOT)
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "learned": float(self.unique_examples),
+            "duplicates": float(self.duplicates),
+            "contexts": float(len(self.known_contexts())),
+            "published": float(len(self._records)),
+            "rolled_up": float(self.registry.rolled_up),
+            "model_checkpoints": float(self.model.n_learned),
+            "kill_switch": float(self._kill or self.config.guardrails.kill_switch),
+        }
+
+
+class Core:
+    """Joiner + Controller in one object (simulator, single-process path)."""
+
+    def __init__(self, config: Config, policy=None) -> None:
+        self.config = config
+        self.joiner = Joiner(config.join.ttl_s, config.join.max_entries, ContextKeyer(config.context.dimensions))
+        self.controller = Controller(config, policy)
+
+    def on_inference(self, ev: InferenceEvent, now: float) -> list[LabelledExample]:
+        exs = self.joiner.add_inference(ev, now)
+        for ex in exs:
+            self.controller.learn(ex, now)
+        return exs
+
+    def on_feedback(self, ev: FeedbackEvent, now: float) -> list[LabelledExample]:
+        exs = self.joiner.add_feedback(ev, now)
+        for ex in exs:
+            self.controller.learn(ex, now)
+        return exs
+
+    def tick(self, now: float) -> list[Decision]:
+        self.joiner.expire(now)
+        return self.controller.tick(now)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.joiner.ttl_s, self.joiner.max_entries = config.join.ttl_s, config.join.max_entries
+        self.controller.reconfigure(config)
+
+
+def dump_state(obj: Any) -> bytes:
+    """Pickle a Joiner, Controller or Core (the snapshot payload)."""
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_state(data: bytes) -> Any:
+    """Inverse of :func:`dump_state` (only load bytes you signed)."""
+    return pickle.loads(data)  # noqa: S301 - snapshots are HMAC-verified by the shell

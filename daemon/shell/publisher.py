@@ -1,0 +1,101 @@
+"""Publishing threshold records: version floor per context (versions only grow,
+across restarts too), HMAC signature, the compacted thresholds topic and the
+audit (decisions) topic.
+
+The Controller numbers its own versions from 1 in each process; the shell
+keeps the highest version seen on the thresholds topic per context and lifts
+a record's version above it before signing.
+
+>>> vf = VersionFloor()
+>>> vf.observe("task=qa", 7); vf.next("task=qa", 1), vf.next("task=qa", 12), vf.next("*", 1)
+(8, 12, 1)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+
+from ..records import ThresholdRecord, decode_threshold
+from ..signing import sign_record, verify_record
+from ..errors import DecodeError
+
+log = structlog.get_logger("stopwise.shell.publisher")
+
+
+class VersionFloor:
+    """Highest version seen per context; ``next`` returns a strictly larger one."""
+
+    def __init__(self) -> None:
+        self.max: dict[str, int] = {}
+
+    def observe(self, context: str, version: int) -> None:
+        if version > self.max.get(context, 0):
+            self.max[context] = version
+
+    def next(self, context: str, proposed: int) -> int:
+        v = max(proposed, self.max.get(context, 0) + 1)
+        self.max[context] = v
+        return v
+
+
+def signed_record_dict(record: ThresholdRecord, version: int, key: bytes | None) -> dict[str, Any]:
+    """The record as a JSON-ready dict with ``version`` set and ``sig`` computed."""
+    body = record.model_dump(mode="json")
+    body["version"] = version
+    body["sig"] = None
+    return sign_record(body, key)
+
+
+def read_threshold(value: bytes, key: bytes | None) -> ThresholdRecord | None:
+    """Decode a thresholds-topic value; ``None`` if malformed or its signature
+    fails (when a key is configured)."""
+    try:
+        rec = decode_threshold(value)
+    except DecodeError:
+        return None
+    if key and not verify_record(json.loads(value), key):
+        return None
+    return rec
+
+
+class Publisher:
+    """Signs and produces decisions; counts them in metrics."""
+
+    def __init__(self, producer, thresholds_topic: str, decisions_topic: str, key: bytes | None,
+                 metrics=None) -> None:
+        self.producer = producer
+        self.thresholds_topic, self.decisions_topic = thresholds_topic, decisions_topic
+        self.key = key
+        self.metrics = metrics
+        self.versions = VersionFloor()
+        self.published = 0
+
+    def observe_topic_value(self, value: bytes) -> None:
+        """Feed a value read from the thresholds topic (any writer) to the floor."""
+        try:
+            rec = decode_threshold(value)
+        except DecodeError:
+            return
+        self.versions.observe(rec.context, rec.version)
+
+    def publish(self, decision) -> dict[str, Any]:
+        """Publish one core Decision; return the signed record dict."""
+        rec: ThresholdRecord = decision.record
+        version = self.versions.next(rec.context, rec.version)
+        body = signed_record_dict(rec, version, self.key)
+        value = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        ctx_key = rec.context.encode()
+        self.producer.send(self.thresholds_topic, key=ctx_key, value=value)
+        audit = json.loads(decision.audit_bytes())
+        audit.update(version=version, sig=body["sig"])
+        self.producer.send(self.decisions_topic, key=ctx_key,
+                           value=json.dumps(audit, separators=(",", ":"), allow_nan=False).encode())
+        self.published += 1
+        if self.metrics is not None:
+            self.metrics.thresholds_published.labels(reason=decision.reason or rec.reason or "update").inc()
+        log.info("threshold_published", context=rec.context, threshold=rec.threshold,
+                 explore_rate=rec.explore_rate, version=version, reason=decision.reason)
+        return body

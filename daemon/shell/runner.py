@@ -1,0 +1,405 @@
+"""The daemon's run loop: the imperative shell around the pure core.
+
+One consumer group over the inference, feedback and examples topics (range
+assignment, so inference p and feedback p land on the same member). State is
+sharded per partition (see :mod:`.shards`) and restored from the compacted
+state topic on assignment; the snapshot's positions are authoritative over
+committed offsets.
+
+Checkpoint order (periodic, on revoke and at shutdown), always in this order:
+
+1. Snapshot each owned shard's state together with the input positions it
+   reflects (``dump_state`` + positions, signed) to the state topic, keyed by
+   shard. Everything the shard produced from inputs before those positions
+   (examples, thresholds, decisions, DLQ records) was sent before this.
+2. Flush the producer (examples, thresholds, decisions, DLQ, state), so the
+   snapshot and all the output it covers are durable.
+3. Commit the consumer offsets (the same positions; for lag monitoring and
+   for tools; restore does not depend on them).
+
+A crash between any two steps replays input from the last durable snapshot:
+joined examples re-produced by the replay are deduplicated by the Controller
+(``learn`` returns False for a known request_id), so a restart neither loses
+nor double-counts a labelled example.
+
+Signal handlers only set flags; the loop acts on them between batches.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import structlog
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from ..config import Config, load_config
+from ..context import ContextKeyer
+from ..core.engine import Controller, dump_state, load_state
+from ..core.join import Joiner
+from ..errors import ConfigError
+from .control import KILL_SWITCH_KEY, parse_control
+from .dlq import DeadLetters
+from .kafka_io import CompactedView, make_group_consumer, make_producer, make_reader, owner_partition
+from .processing import Processor
+from .publisher import Publisher
+from .shards import Shard, shard_inputs, shard_names_for
+from .snapshots import Snapshot, parse_pos_key
+
+log = structlog.get_logger("stopwise.shell.runner")
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread while the main thread waits in poll()."""
+
+    def __init__(self, daemon: "Daemon") -> None:
+        self.daemon = daemon
+
+    def on_partitions_revoked(self, revoked):
+        self.daemon._on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.daemon._on_assigned(assigned)
+
+    def on_partitions_lost(self, lost):
+        self.daemon._on_lost(lost)
+
+
+class Daemon:
+    """``Daemon(config).run(stop_event)``; the ``stopwise run`` command builds
+    one from the config file and installs the signal handlers."""
+
+    def __init__(self, config: Config, *, config_path: str | Path | None = None,
+                 env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
+                 metrics=None, notifier=None, producer_factory=None, consumer_factory=None,
+                 reader_factory=None, lag_monitor: bool = True) -> None:
+        if metrics is None:
+            from ..metrics import Metrics
+            metrics = Metrics()
+        if notifier is None:
+            from ..sdnotify import Notifier
+            notifier = Notifier(None)
+        self.cfg = config
+        self.config_path, self.env = config_path, env
+        self.clock, self.metrics, self.notifier = clock, metrics, notifier
+        self._producer_factory = producer_factory or make_producer
+        self._consumer_factory = consumer_factory or make_group_consumer
+        self._reader_factory = reader_factory or make_reader
+        self._want_lag = lag_monitor
+        self.shards: dict[str, Shard] = {}
+        self.roles = {config.topics.inference: "inference", config.topics.feedback: "feedback",
+                      config.topics.examples: "examples"}
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._closing = False
+        self.kill_switch = config.guardrails.kill_switch
+        self._control_seen: bytes | None = None
+        self.assigned_once = threading.Event()
+        self._pending_assign: set[TopicPartition] = set()
+        self.ticks = 0
+        self.snapshots_written = 0
+
+    # ---- flags (signal handlers call these) -------------------------------------------
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_args) -> None:
+        self._reload.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def run(self, stop_event: threading.Event | None = None) -> int:
+        """Run until stopped (``request_stop``, a signal, or ``stop_event``); exit code."""
+        cfg = self.cfg
+        key = cfg.security.hmac_key()
+        self.producer = self._producer_factory(cfg)
+        self.publisher = Publisher(self.producer, cfg.topics.thresholds, cfg.topics.decisions, key, self.metrics)
+        self.dlq = DeadLetters(self.producer, cfg.topics.dlq, self.metrics)
+        self.processor = Processor(self, self.dlq)
+        self.state_view = CompactedView(cfg.topics.state, self._reader_factory(cfg))
+        self.thresholds_view = CompactedView(cfg.topics.thresholds, self._reader_factory(cfg))
+        self.thresholds_view.catch_up(on_record=lambda r: r.value and self.publisher.observe_topic_value(r.value))
+        self.state_view.catch_up()
+        self._apply_control(initial=True)
+        self.consumer = self._consumer_factory(cfg)
+        self._n_examples = len(self.consumer.partitions_for_topic(cfg.topics.examples) or ()) or cfg.topics.examples_partitions
+        self.consumer.subscribe(topics=[cfg.topics.inference, cfg.topics.feedback, cfg.topics.examples],
+                                listener=_Listener(self))
+        lag = self._start_lag()
+        log.info("daemon_started", group=cfg.kafka.group_id, kill_switch=self.kill_switch)
+        now = self.clock()
+        next_tick, next_snap = now + cfg.publish.interval_s, now + cfg.snapshot.interval_s
+        ready_sent, last_dog = False, 0.0
+        try:
+            while not self._stop.is_set() and not (stop_event is not None and stop_event.is_set()):
+                batch = self.consumer.poll(timeout_ms=self.cfg.kafka.poll_timeout_ms,
+                                           max_records=self.cfg.kafka.max_poll_records)
+                if self._pending_assign:
+                    self._finish_assignment()
+                if batch:
+                    t0 = time.perf_counter()
+                    self.processor.process(batch, self.clock())
+                    self.metrics.processing_seconds.observe(time.perf_counter() - t0)
+                if not ready_sent and self.assigned_once.is_set():
+                    self.notifier.ready(self._status())
+                    ready_sent = True
+                    log.info("daemon_ready", shards=sorted(self.shards))
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._do_reload()
+                    next_tick = min(next_tick, self.clock() + self.cfg.publish.interval_s)
+                now = self.clock()
+                if now >= next_tick:
+                    self.tick(now)
+                    next_tick = now + self.cfg.publish.interval_s
+                if now >= next_snap:
+                    self.checkpoint()
+                    next_snap = self.clock() + self.cfg.snapshot.interval_s
+                mono = time.monotonic()
+                if mono - last_dog >= 1.0:
+                    self.notifier.watchdog()
+                    last_dog = mono
+        finally:
+            self._shutdown(lag)
+        return 0
+
+    def _start_lag(self):
+        if not self._want_lag:
+            return None
+        try:
+            from .lag import LagMonitor
+            lag = LagMonitor(self.cfg, self.metrics)
+            lag.start()
+            return lag
+        except Exception:  # lag is observability only; never stop the daemon for it
+            log.exception("lag_monitor_not_started")
+            return None
+
+    def _shutdown(self, lag) -> None:
+        self.notifier.stopping()
+        log.info("daemon_stopping", shards=sorted(self.shards))
+        try:
+            n = self.checkpoint(force=True)
+            log.info("final_checkpoint", shards=n, snapshots=self.snapshots_written)
+        finally:
+            self._closing = True
+            if lag is not None:
+                lag.stop()
+            for closer in (lambda: self.consumer.close(autocommit=False), self.state_view.close,
+                           self.thresholds_view.close, lambda: self.producer.close(timeout=10)):
+                try:
+                    closer()
+                except Exception:
+                    log.exception("close_failed")
+            log.info("daemon_stopped", snapshots=self.snapshots_written)
+
+    # ---- periodic work ----------------------------------------------------------------
+    def tick(self, now: float) -> int:
+        """Apply control records, expire joins, publish changed thresholds."""
+        self.ticks += 1
+        try:
+            self.state_view.catch_up()
+            self.thresholds_view.catch_up(on_record=lambda r: r.value and self.publisher.observe_topic_value(r.value))
+        except Exception:
+            log.exception("control_read_failed")
+        self._apply_control()
+        published = 0
+        for shard in list(self.shards.values()):
+            if shard.kind == "join":
+                expired = shard.obj.expire(now)
+                if expired:
+                    shard.dirty = True
+                continue
+            decisions = shard.obj.tick(now)
+            if decisions:
+                shard.dirty = True
+            for d in decisions:
+                # every learn shard knows '*' and the ancestors of its contexts; only the
+                # owner (the examples partition the context key hashes to) publishes one
+                if owner_partition(d.record.context, self._n_examples) != shard.partition:
+                    continue
+                self.publisher.publish(d)
+                published += 1
+        self.processor.refresh_gauges()
+        self.notifier.status(self._status())
+        return published
+
+    def checkpoint(self, names: list[str] | None = None, *, sync_commit: bool = True, force: bool = False) -> int:
+        """Steps 1-3 of the module docstring, for ``names`` (default: all
+        shards); unchanged shards are not re-snapshotted unless ``force``."""
+        t0 = time.perf_counter()
+        shards = [self.shards[n] for n in (names if names is not None else sorted(self.shards)) if n in self.shards]
+        key = self.cfg.security.hmac_key()
+        now = self.clock()
+        # 1. snapshot each shard with the positions it reflects
+        for shard in shards:
+            if not shard.dirty and not force:
+                continue
+            blob = shard.snapshot(dump_state, now).encode(key)
+            self.producer.send(self.cfg.topics.state, key=shard.name.encode(), value=blob)
+            shard.dirty = False
+            self.snapshots_written += 1
+            self.metrics.snapshots.inc()
+        # 2. flush everything produced so far (outputs and snapshots)
+        self.producer.flush()
+        # 3. commit the same positions
+        offsets = {}
+        assigned = self.consumer.assignment() if hasattr(self, "consumer") else set()
+        for shard in shards:
+            for pk, off in shard.positions.items():
+                tp = TopicPartition(*parse_pos_key(pk))
+                if tp in assigned:
+                    offsets[tp] = OffsetAndMetadata(off, "", -1)
+        if offsets:
+            try:
+                if sync_commit:
+                    self.consumer.commit(offsets)
+                else:
+                    self.consumer.commit_async(offsets)
+            except Exception:
+                log.warning("commit_failed", exc_info=True)
+        self.metrics.snapshot_seconds.observe(time.perf_counter() - t0)
+        return len(shards)
+
+    def _status(self) -> str:
+        p = self.processor
+        return (f"shards={len(self.shards)} consumed={p.consumed} rejected={self.dlq.count} "
+                f"joined={p.joined} learned={p.learned} published={self.publisher.published}")
+
+    # ---- control and reload -----------------------------------------------------------
+    def _apply_control(self, initial: bool = False) -> None:
+        value = self.state_view.latest.get(KILL_SWITCH_KEY)
+        if value is not None and value != self._control_seen:
+            self._control_seen = value
+            rec = parse_control(value, self.cfg.security.hmac_key())
+            if rec is None:
+                log.error("control_record_refused", key=KILL_SWITCH_KEY.decode(), why="malformed or bad signature")
+            else:
+                on = rec["on"] or self.cfg.guardrails.kill_switch
+                if on != self.kill_switch or initial:
+                    log.warning("kill_switch", on=on, source="control_record")
+                self.kill_switch = on
+                for shard in self.shards.values():
+                    if shard.kind == "learn":
+                        shard.obj.set_kill_switch(on)
+                        shard.dirty = True
+
+    def _do_reload(self) -> None:
+        if self.config_path is None:
+            log.warning("reload_ignored", why="no config file")
+            return
+        try:
+            new = load_config(self.config_path, env=self.env)
+        except ConfigError as exc:
+            log.error("reload_refused", error=str(exc), kept="previous config")
+            self.metrics.reloads.labels(result="rejected").inc()
+            return
+        self.notifier.reloading()
+        if new.kafka != self.cfg.kafka or new.topics != self.cfg.topics:
+            log.warning("reload_partial", why="kafka/topics changes need a restart")
+            new = new.model_copy(update={"kafka": self.cfg.kafka, "topics": self.cfg.topics})
+        self.cfg = new
+        self.publisher.key = new.security.hmac_key()
+        if new.guardrails.kill_switch and not self.kill_switch:
+            self.kill_switch = True
+        for shard in self.shards.values():
+            if shard.kind == "learn":
+                shard.obj.reconfigure(new)
+                if self.kill_switch:
+                    shard.obj.set_kill_switch(True)
+            else:
+                shard.obj.ttl_s, shard.obj.max_entries = new.join.ttl_s, new.join.max_entries
+            shard.dirty = True
+        log.info("reloaded", file=str(self.config_path), publish_interval_s=new.publish.interval_s,
+                 budget=new.budget.em_drop)
+        self.metrics.reloads.labels(result="applied").inc()
+        self.notifier.ready(self._status())
+
+    # ---- rebalance (on the consumer's IO thread; main thread is inside poll) ----------
+    def _on_revoked(self, revoked) -> None:
+        self._pending_assign -= set(revoked)
+        if self._closing:
+            return
+        names = shard_names_for([(tp.topic, tp.partition) for tp in revoked], self.roles)
+        if names:
+            self.checkpoint(names, sync_commit=False)
+        for n in names:
+            self.shards.pop(n, None)
+        log.info("partitions_revoked", shards=names)
+
+    def _on_lost(self, lost) -> None:
+        self._pending_assign -= set(lost)
+        names = shard_names_for([(tp.topic, tp.partition) for tp in lost], self.roles)
+        for n in names:
+            self.shards.pop(n, None)
+        log.warning("partitions_lost", shards=names, why="membership lost; state dropped unsnapshotted")
+
+    def _on_assigned(self, assigned) -> None:
+        # Keep the IO thread quick (heartbeats): pause the new partitions here,
+        # restore their shards on the main thread right after poll() returns.
+        assigned = set(assigned)
+        self._pending_assign |= assigned
+        if assigned:
+            self.consumer.pause(*assigned)
+        log.info("partitions_assigned", partitions=len(assigned))
+
+    def _finish_assignment(self) -> None:
+        """Restore the shards of newly assigned partitions from their latest
+        snapshots, seek to the snapshot positions, resume fetching."""
+        owned = set(self.consumer.assignment())
+        tps = self._pending_assign & owned
+        self._pending_assign = set()
+        names = [n for n in shard_names_for([(tp.topic, tp.partition) for tp in tps], self.roles)
+                 if n not in self.shards]
+        if names:
+            self.state_view.catch_up()
+        for name in names:
+            shard = self._restore(name)
+            self.shards[name] = shard
+            for topic, p in shard_inputs(name, self.roles):
+                tp = TopicPartition(topic, p)
+                if tp not in owned:
+                    continue
+                pos = shard.positions.get(f"{topic}:{p}")
+                if pos is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, pos)
+        if tps:
+            self.consumer.resume(*tps)
+        self.processor.refresh_gauges()
+        log.info("shards_ready", shards=sorted(self.shards), restored=names)
+        self.assigned_once.set()
+
+    def _restore(self, name: str) -> Shard:
+        kind, _, p = name.partition("/")
+        blob = self.state_view.latest.get(name.encode())
+        if blob is not None:
+            try:
+                snap = Snapshot.decode(blob, self.cfg.security.hmac_key())
+                obj = load_state(snap.state)
+                shard = Shard(name, kind, int(p), obj, dict(snap.positions), dirty=False)
+                if kind == "learn":
+                    obj.reconfigure(self.cfg)
+                    if self.kill_switch:
+                        obj.set_kill_switch(True)
+                log.info("shard_restored", shard=name, positions=snap.positions, meta=snap.meta)
+                return shard
+            except Exception as exc:  # bad signature, malformed header, unloadable state: refused loudly
+                log.error("snapshot_refused", shard=name, error=str(exc),
+                          action="rebuilding the shard from the start of the retained input")
+        if kind == "join":
+            obj = Joiner(self.cfg.join.ttl_s, self.cfg.join.max_entries, ContextKeyer(self.cfg.context.dimensions))
+        else:
+            obj = Controller(self.cfg)
+            if self.kill_switch:
+                obj.set_kill_switch(True)
+        return Shard(name, kind, int(p), obj, {})

@@ -1,0 +1,106 @@
+"""The policies x scenarios table of ``make sim`` (``scripts/sim.sh``), with
+pass/fail against the issue's targets:
+
+* stationary, reference: saves >= 90% of the oracle's tokens, and every
+  context's EM drop is within budget in >= 95% of its windows;
+* abrupt_drift, reference: the drifting context is back within budget within
+  2,000 of its requests after the drift (see :func:`summary.recovery`).
+
+Run as ``python -m stopwise.sim.matrix ROOT [--out FILE] [--command CMD]``
+where ``ROOT/<scenario>/<policy>/summary.json`` exist. The table replaces the
+``<!-- sim:matrix -->`` section of ``FILE`` (other sections are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ORACLE_FRACTION_TARGET = 0.90
+WINDOWS_WITHIN_TARGET = 0.95
+RECOVERY_TARGET = 2000
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def verdict(scenario: str, policy: str, s: dict) -> str:
+    """Pass/fail text for the targeted (scenario, policy) cells, else '-'."""
+    if policy != "reference":
+        return "-"
+    o = s["overall"]
+    if scenario == "stationary":
+        frac = o["fraction_of_oracle"] or 0.0
+        worst = o["worst_context_share_over_budget"]
+        ok = frac >= ORACLE_FRACTION_TARGET and worst <= 1 - WINDOWS_WITHIN_TARGET
+        return (f"{'PASS' if ok else 'FAIL'} (oracle share {_pct(frac)} vs >= 90%; "
+                f"worst context windows within budget {_pct(1 - worst)} vs >= 95%)")
+    if scenario == "abrupt_drift":
+        evs = [e for e in s.get("events", []) if e.get("kind") == "abrupt_drift"]
+        if not evs:
+            return "n/a (no drift event)"
+        r = evs[0]["recovery"]["requests"]
+        ok = r is not None and r <= RECOVERY_TARGET
+        return f"{'PASS' if ok else 'FAIL'} (back within budget after {r if r is not None else 'never'} requests vs <= 2000)"
+    return "-"
+
+
+def table(root: str | Path) -> str:
+    """Markdown table over every ``root/<scenario>/<policy>/summary.json``."""
+    root = Path(root)
+    lines = ["| scenario | policy | token savings | of oracle's savings | EM drop (pts, CI) | windows over budget | worst context | target |",
+             "|---|---|---|---|---|---|---|---|"]
+    for sdir in sorted(p for p in root.iterdir() if p.is_dir()):
+        runs = sorted(sdir.glob("*/summary.json"))
+        order = ["none", "static-0.95", "offline", "naive", "reference"]
+        runs.sort(key=lambda p: (order.index(p.parent.name) if p.parent.name in order else 99, p.parent.name))
+        for sp in runs:
+            s = json.loads(sp.read_text())
+            o = s["overall"]
+            lo, hi = o["em_drop_ci"]
+            lines.append(
+                f"| {sdir.name} | {sp.parent.name} | {_pct(o['savings'])} | {_pct(o['fraction_of_oracle'])} | "
+                f"{100 * o['em_drop']:.2f} ({100 * lo:.2f}..{100 * hi:.2f}) | {o['windows_over_budget']}/{o['windows']} | "
+                f"{_pct(o['worst_context_share_over_budget'])} | {verdict(sdir.name, sp.parent.name, s)} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """Replace (or append) the ``<!-- sim:NAME -->`` ... ``<!-- /sim:NAME -->`` section.
+
+    >>> replace_section("a\\n", "x", "B\\n")
+    'a\\n\\n<!-- sim:x -->\\nB\\n<!-- /sim:x -->\\n'
+    >>> replace_section(_, "x", "C\\n")
+    'a\\n\\n<!-- sim:x -->\\nC\\n<!-- /sim:x -->\\n'
+    """
+    start, end = f"<!-- sim:{name} -->", f"<!-- /sim:{name} -->"
+    block = f"{start}\n{body}{end}\n"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end + "\n") if (end + "\n") in rest else rest.partition(end)
+        return head + block + tail
+    return (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--command", default="make sim")
+    ap.add_argument("--note", default="")
+    a = ap.parse_args(argv)
+    body = f"## Policies x scenarios (closed-loop simulator)\n\nMade by: `{a.command}`\n\n{table(a.root)}"
+    if a.note:
+        body += f"\n{a.note}\n"
+    if a.out:
+        p = Path(a.out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(replace_section(p.read_text() if p.exists() else "# Simulator results\n", "matrix", body))
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from stopwise.daemon.core.counterfactual import evaluate, with_no_stop
+
+from core_helpers import example
+
+CPS = ((10, 0.40, "x"), (20, 0.80, "y"), (30, 0.92, "z"), (40, 0.97, "z"))
+TAUS = with_no_stop((0.5, 0.8, 0.9, 0.95))   # (0.5, 0.8, 0.9, 0.95, 1.0)
+
+
+def test_complete_run_gives_every_tau_exactly():
+    cf = evaluate(example(CPS, em=1), TAUS)
+    # stops: 0.5 -> idx1 (y), 0.8 -> idx1 (y), 0.9 -> idx2 (z), 0.95 -> idx3, 1.0 -> idx3
+    assert cf.loss == (1, 1, 0, 0, 0)
+    assert cf.cost == pytest.approx((0.5, 0.5, 0.75, 1.0, 1.0))
+    assert cf.weight == 1.0 and cf.em_full == 1 and cf.complete and cf.served_loss == 0
+
+
+def test_wrong_full_answer_means_no_loss_anywhere():
+    cf = evaluate(example(CPS, em=0), TAUS)
+    assert cf.loss == (0, 0, 0, 0, 0) and cf.em_full == 0
+
+
+def test_gold_hash_labels_every_checkpoint():
+    cf = evaluate(example(CPS, em=None, gold="y"), TAUS)
+    assert cf.em_full == 0 and cf.loss == (0,) * 5
+    assert cf.em_at == (1, 1, 0, 0, 0)
+
+
+def test_explored_run_that_crossed_is_inverse_propensity_weighted():
+    cf = evaluate(example(CPS, threshold=0.8, explore=True, propensity=0.1), TAUS)
+    assert cf.weight == pytest.approx(10.0)
+    assert cf.served_loss == 1            # 0.8 would have delivered "y" != "z"
+    # a complete run that never crossed the served threshold is weight 1 even if explored
+    cf2 = evaluate(example(CPS, threshold=0.99, explore=True, propensity=0.1), TAUS)
+    assert cf2.weight == 1.0 and cf2.served_loss == 0
+
+
+def test_feedback_weight_multiplies():
+    cf = evaluate(example(CPS, threshold=0.8, explore=True, propensity=0.5, weight=2.0), TAUS)
+    assert cf.weight == pytest.approx(4.0)
+
+
+def test_censored_run_informs_only_taus_at_or_below_served():
+    prefix = CPS[:3]                      # stopped at 0.9 on "z" (score 0.92)
+    ex = example(prefix, threshold=0.9, complete=False, em=1)
+    cf = evaluate(ex, TAUS)
+    assert cf.weight == 0.0 and not cf.informative
+    assert cf.loss == (None,) * 5 and cf.cost == (None,) * 5
+    # EM of the early answers: delivered "z" is correct (em=1) so "y" is wrong
+    assert cf.em_at == (0, 0, 1, None, None)
+    assert cf.served_loss is None and cf.em_full is None
+
+
+def test_censored_run_with_em0_knows_only_the_delivered_answer():
+    cf = evaluate(example(CPS[:3], threshold=0.9, complete=False, em=0), TAUS)
+    assert cf.em_at == (None, None, 0, None, None)
+
+
+def test_complete_run_with_unknown_full_em_is_not_used_for_loss():
+    # explored run delivering an early answer (stop_index < last), em=0: EM_full unknown
+    from dataclasses import replace
+    ex = replace(example(CPS, threshold=0.8, explore=True, propensity=0.2, em=0), stop_index=1)
+    cf = evaluate(ex, TAUS)
+    assert cf.weight == 0.0 and cf.loss == (None,) * 5
+    assert cf.cost[0] == pytest.approx(0.5)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from stopwise.daemon.context import ContextKeyer
+from stopwise.daemon.core.join import Joiner
+
+from core_helpers import feedback, inference
+
+
+def joiner(ttl=60.0, cap=100):
+    return Joiner(ttl_s=ttl, max_entries=cap, keyer=ContextKeyer(("task", "domain")))
+
+
+def test_inference_then_feedback_joins():
+    j = joiner()
+    assert j.add_inference(inference("r1"), now=0.0) == []
+    assert len(j) == 1 and j.stats.pending == 1
+    (ex,) = j.add_feedback(feedback("r1", em=0), now=1.0)
+    assert ex.request_id == "r1" and ex.em == 0 and ex.context_key == "task=qa"
+    assert len(j) == 0 and j.stats.joined == 1 and j.stats.pending == 0
+
+
+def test_feedback_then_inference_joins():
+    j = joiner()
+    assert j.add_feedback(feedback("r1", em=1), now=0.0) == []
+    (ex,) = j.add_inference(inference("r1"), now=1.0)
+    assert ex.em == 1 and ex.feedback_ts == 1.0
+    assert j.stats.joined == 1
+
+
+def test_duplicates_of_either_half_are_idempotent():
+    j = joiner()
+    j.add_inference(inference("r1"), 0.0)
+    assert j.add_inference(inference("r1"), 0.5) == []          # duplicate while pending
+    assert len(j.add_feedback(feedback("r1"), 1.0)) == 1
+    assert j.add_feedback(feedback("r1"), 2.0) == []            # late duplicate feedback
+    assert j.add_inference(inference("r1"), 3.0) == []          # late duplicate inference
+    assert j.stats.joined == 1 and j.stats.duplicates == 3 and len(j) == 0
+
+
+def test_first_feedback_wins():
+    j = joiner()
+    j.add_feedback(feedback("r1", em=0), 0.0)
+    j.add_feedback(feedback("r1", em=1), 0.1)
+    (ex,) = j.add_inference(inference("r1"), 0.2)
+    assert ex.em == 0
+    assert j.stats.duplicates == 1
+
+
+def test_ttl_expiry_counts_each_side_and_never_labels():
+    j = joiner(ttl=10.0)
+    j.add_inference(inference("a"), 0.0)
+    j.add_feedback(feedback("c"), 1.0)
+    j.add_inference(inference("b"), 5.0)
+    assert j.expire(9.0) == 0
+    assert j.expire(11.0) == 2                 # a (no feedback) and c (no inference)
+    assert j.stats.expired_no_feedback == 1 and j.stats.expired_no_inference == 1
+    assert len(j) == 1 and j.stats.pending == 1
+    # the expired inference is gone: a late feedback starts a new pending entry, no example
+    assert j.add_feedback(feedback("a"), 12.0) == []
+    assert j.stats.joined == 0
+
+
+def test_eviction_cap_evicts_oldest_first_and_counts():
+    j = joiner(cap=3)
+    for i in range(5):
+        j.add_inference(inference(f"r{i}"), float(i))
+    assert len(j) == 3 and j.stats.evicted == 2
+    assert j.add_feedback(feedback("r0"), 6.0) == []   # r0 was evicted: no join
+    assert len(j.add_feedback(feedback("r4"), 6.0)) == 1
+
+
+def test_missing_feedback_is_never_em1():
+    j = joiner(ttl=1.0)
+    for i in range(10):
+        j.add_inference(inference(f"r{i}"), 0.0)
+    j.expire(5.0)
+    assert j.stats.joined == 0 and j.stats.expired_no_feedback == 10 and len(j) == 0
+
+
+def test_clock_stepping_back_does_not_expire_early():
+    j = joiner(ttl=10.0)
+    j.add_inference(inference("a"), 100.0)
+    j.add_inference(inference("b"), 50.0)     # clock stepped back: treated as 100
+    assert j.expire(105.0) == 0
+    assert j.expire(111.0) == 2

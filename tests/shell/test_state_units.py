@@ -1,0 +1,92 @@
+"""Pure parts of the shell: snapshot envelope, version floor, signed records,
+control records, shard naming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stopwise.daemon.errors import SignatureError
+from stopwise.daemon.records import ThresholdRecord
+from stopwise.daemon.shell.control import control_record, kill_records, parse_control
+from stopwise.daemon.shell.dlq import dlq_headers
+from stopwise.daemon.shell.publisher import VersionFloor, read_threshold, signed_record_dict
+from stopwise.daemon.shell.shards import shard_inputs, shard_names_for
+from stopwise.daemon.shell.snapshots import Snapshot
+from stopwise.daemon.signing import verify_record
+
+
+def test_snapshot_roundtrip_keeps_positions_state_and_meta() -> None:
+    snap = Snapshot("learn/1", {"t.examples:1": 99}, b"\x80pickle" * 100, 12.5, {"unique_examples": 7})
+    back = Snapshot.decode(snap.encode(b"key"), b"key")
+    assert back == snap
+
+
+@pytest.mark.parametrize("write_key,read_key", [(b"k1", b"k2"), (None, b"k2")])
+def test_snapshot_forged_or_unsigned_is_refused_when_a_key_is_configured(write_key, read_key) -> None:
+    blob = Snapshot("join/0", {"t.inference:0": 1}, b"x", 0.0).encode(write_key)
+    with pytest.raises(SignatureError):
+        Snapshot.decode(blob, read_key)
+
+
+def test_snapshot_tampered_body_is_refused() -> None:
+    blob = bytearray(Snapshot("join/0", {"t.inference:0": 1}, b"state", 0.0).encode(b"k"))
+    blob[-1] ^= 1
+    with pytest.raises(SignatureError):
+        Snapshot.decode(bytes(blob), b"k")
+
+
+def test_snapshot_malformed_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        Snapshot.decode(b"-\nnot json", None)
+
+
+def test_version_floor_only_grows() -> None:
+    vf = VersionFloor()
+    vf.observe("a", 10)
+    vf.observe("a", 3)  # lower observations never lower the floor
+    got = [vf.next("a", 1), vf.next("a", 1), vf.next("a", 50), vf.next("a", 2)]
+    assert got == [11, 12, 50, 51]
+    assert vf.next("b", 1) == 1
+
+
+def _rec(**kw) -> ThresholdRecord:
+    base = dict(context="task=qa", threshold=0.8, explore_rate=0.1, version=3, issued_at=1.0, expires_at=2.0,
+                policy="reference")
+    return ThresholdRecord(**(base | kw))
+
+
+def test_signed_record_verifies_and_decodes() -> None:
+    body = signed_record_dict(_rec(), 9, b"secret")
+    assert body["version"] == 9 and verify_record(body, b"secret")
+    data = json.dumps(body).encode()
+    assert read_threshold(data, b"secret").version == 9
+    assert read_threshold(json.dumps(dict(body, threshold=0.5)).encode(), b"secret") is None
+    assert read_threshold(b"{nope", None) is None
+
+
+def test_control_record_must_verify() -> None:
+    rec = control_record(True, 5.0, b"k")
+    assert parse_control(json.dumps(rec).encode(), b"k")["on"] is True
+    assert parse_control(json.dumps(dict(rec, on=False)).encode(), b"k") is None  # tampered
+    assert parse_control(b"garbage", None) is None
+    assert parse_control(json.dumps({"kind": "other", "on": True}).encode(), None) is None
+
+
+def test_kill_records_are_no_early_stop_with_next_version() -> None:
+    out = kill_records({"a": _rec(context="a", version=4), "b": _rec(context="b", version=1)}, 10.0, 60.0)
+    assert [(r.context, r.threshold, r.version, r.expires_at) for r in out] == [("a", 1.0, 5, 70.0), ("b", 1.0, 2, 70.0)]
+
+
+def test_dlq_headers_name_reason_and_origin() -> None:
+    hs = dict(dlq_headers("not_finite", "x" * 5000, "t.inference", 1, 7))
+    assert hs["stopwise.reason"] == b"not_finite" and hs["stopwise.topic"] == b"t.inference"
+    assert hs["stopwise.partition"] == b"1" and hs["stopwise.offset"] == b"7"
+    assert len(hs["stopwise.detail"]) == 1000
+
+
+def test_shards_cover_copartitioned_inputs() -> None:
+    roles = {"i": "inference", "f": "feedback", "e": "examples"}
+    assert shard_names_for([("i", 0), ("f", 0), ("f", 1), ("e", 1), ("other", 3)], roles) == ["join/0", "join/1", "learn/1"]
+    assert shard_inputs("learn/3", roles) == [("e", 3)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = ap.parse_args(argv)
 
+    load0 = os.getloadavg()
     rng = random.Random(7)
     inf = [typical_inference(rng, i) for i in range(args.n)]
     fb = [typical_feedback(rng, i) for i in range(args.n)]
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += [("feedback", f"{avg_fb:.0f}", k, v) for k, v in r_fb.items()]
     lines = [
         f"records per pass: {args.n}, median of {args.repeats} passes; python {platform.python_version()} "
-        f"on {platform.machine()} ({platform.processor() or 'cpu'})",
+        f"on {platform.machine()}, {os.cpu_count()} cores, load average at start "
+        f"{load0[0]:.1f} / end {os.getloadavg()[0]:.1f} (a shared machine: compare ratios, not absolutes)",
         "",
         "| record | avg bytes | decoder | records/s | ratio vs json.loads |",
         "|---|---:|---|---:|---:|",

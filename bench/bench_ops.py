@@ -116,9 +116,8 @@ def bench_logs(n: int, repeat: int) -> list[tuple[str, float, float]]:
     rows = [("structlog JSON line", per_op(ours, n, repeat), base),
             ("kafka-python line via ProcessorFormatter (JSON)", per_op(kafka_lines, n, repeat), base),
             ("structlog debug call filtered out at INFO", per_op(filtered, n, repeat), base)]
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
     return rows
 
 
@@ -140,14 +139,14 @@ def bench_notify(n: int, repeat: int) -> list[tuple[str, float, float]]:
     def send(k: int) -> None:
         for i in range(k):
             notifier.watchdog()
-            if i % 64 == 63:
+            if i % 8 == 7:
                 drain()
 
     def baseline(k: int) -> None:  # one raw sendto on an open socket
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             for i in range(k):
                 s.sendto(b"WATCHDOG=1", str(path))
-                if i % 64 == 63:
+                if i % 8 == 7:
                     drain()
 
     try:

@@ -30,6 +30,19 @@ from stopwise.sim.world import read_world
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class NullCore:
+    """Accepts events and never publishes: measures the simulator's own loop."""
+
+    def on_inference(self, ev, now):
+        return []
+
+    def on_feedback(self, ev, now):
+        return []
+
+    def tick(self, now):
+        return []
+
+
 def best_of(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -54,9 +67,15 @@ def main() -> int:
         reqs, _ = read_world(world)
         base = best_of(lambda: read_world(world), a.repeat)
     rows = [("read + parse world (baseline)", base)]
+    rows.append(("simulator loop alone (no-op core)",
+                 min(simulate(reqs, cfg, core=NullCore()).elapsed_s for _ in range(a.repeat))))
     rows.append(("oracle", best_of(lambda: compute_oracle(reqs, cfg, window=1000), a.repeat)))
     for pol in a.policies.split(","):
         rows.append((f"simulate `{pol}`", min(simulate(reqs, cfg, pol).elapsed_s for _ in range(a.repeat))))
+    # where the time goes: the same reference run without the River risk model
+    nomodel = cfg.model_copy(update={"estimator": cfg.estimator.model_copy(update={"model": "none"})})
+    rows.append(("simulate `reference`, estimator.model=none",
+                 min(simulate(reqs, nomodel, "reference").elapsed_s for _ in range(a.repeat))))
     lines = [f"n = {a.n} requests (stationary, seed 7), best of {a.repeat}; Python {platform.python_version()}, "
              f"{platform.machine()}, one process (shared 2-core machine).", "",
              "| step | seconds | requests/s | x baseline speed |", "|---|---|---|---|"]

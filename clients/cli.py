@@ -46,11 +46,10 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def tail_cmd(config: Path, as_json: bool, context: Optional[str], follow: bool, wait: float,
              interval: float, duration: Optional[float], stats_file: Optional[Path]) -> None:
-    from rich.console import Console
     from rich.live import Live
 
     from .inferencer import table_from_config
-    from .tail import follow_json, json_lines, read_stats, select, view
+    from .tail import console, follow_json, json_lines, read_stats, select, view
 
     cfg = _config(config)
     _logging(cfg, quiet=True)
@@ -67,7 +66,7 @@ def tail_cmd(config: Path, as_json: bool, context: Optional[str], follow: bool, 
                 for line in json_lines(recs, now):
                     typer.echo(line)
             else:
-                Console().print(view(recs, now, rejected=table.rejected, stats=read_stats(stats_file), context=context))
+                console().print(view(recs, now, rejected=table.rejected, stats=read_stats(stats_file), context=context))
             return
         stop = threading.Event()
         _stop_on_signals(stop)
@@ -79,8 +78,7 @@ def tail_cmd(config: Path, as_json: bool, context: Optional[str], follow: bool, 
         if as_json:
             follow_json(lambda: table.table, context, typer.echo, until=done, interval_s=interval)
             return
-        console = Console()
-        with Live(console=console, refresh_per_second=4, screen=False) as live:
+        with Live(console=console(), refresh_per_second=4, screen=False) as live:
             while True:
                 live.update(view(select(table.table, context), time.time(), rejected=table.rejected,
                                  stats=read_stats(stats_file), context=context))
@@ -122,10 +120,8 @@ def publish_cmd(config: Path, kind: Kind, source: str, timeout: float) -> None:
 
 def inferencer_cmd(config: Path, workers: int, rate: float, duration: float, feedback_delay: float,
                    feedback_missing: float, stats_file: Optional[Path], seed: int, progress: float) -> None:
-    from rich.console import Console
-
     from .inferencer import Fleet
-    from .tail import fleet_table
+    from .tail import console, fleet_table
 
     cfg = _config(config)
     _logging(cfg)
@@ -143,7 +139,7 @@ def inferencer_cmd(config: Path, workers: int, rate: float, duration: float, fee
     fleet = Fleet(cfg, workers=workers, rate=rate, seed=seed, feedback_delay=feedback_delay,
                   feedback_missing=feedback_missing, stats_file=stats_file, stats_interval_s=1.0)
     result = fleet.run(duration, stop_event=stop, on_tick=tick)
-    Console().print(fleet_table(result))
+    console().print(fleet_table(result))
     typer.echo(f"errors {result['errors']}, publisher dropped {result['dropped']}, undelivered {result['undelivered']}, "
                f"table rejected {result['table_rejected']}")
 

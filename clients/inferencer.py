@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -122,6 +122,7 @@ class FleetStats:
                 total.em += a.em
                 total.em_full += a.em_full
                 total.threshold_sum += a.threshold_sum
+            total.last_threshold = round(total.threshold_sum / max(1, total.requests), 4)
             out["all"] = total.row()
             return out
 

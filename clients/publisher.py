@@ -235,6 +235,7 @@ class EventPublisher:
                 # records here, where the bound and drop-oldest apply
                 self._wake.wait(self.linger_s)
                 self._wake.clear()
+                self._maybe_log(None)
                 continue
             try:
                 self._send_batch()
@@ -250,6 +251,7 @@ class EventPublisher:
                 batch.append(q.popleft())
             self._inflight += len(batch)
         for kind, rec in batch:
+            time.sleep(0)  # yield the GIL between records: app threads never wait behind a whole batch
             try:
                 if not isinstance(rec, (InferenceEvent, FeedbackEvent)):
                     rec = _MODELS[kind].model_validate(rec)

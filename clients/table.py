@@ -95,6 +95,8 @@ class ThresholdTable:
                  max_record_bytes: int = 1_000_000) -> None:
         self.bootstrap, self.topic = bootstrap, topic
         self.keyer = ContextKeyer(tuple(dimensions))
+        self._dims = self.keyer.dimensions
+        self._keys: dict[tuple, str] = {}
         self.default_threshold = float(default_threshold)
         self.default_explore_rate = float(default_explore_rate)
         self._key = hmac_key or None
@@ -131,7 +133,7 @@ class ThresholdTable:
         """The record in force for ``context`` (a dict of dimensions or a
         canonical key): the most specific unexpired one along the fallback
         chain, or ``None`` (= the configured default). Lock-free."""
-        key = context if isinstance(context, str) else self.keyer.key(context)
+        key = context if isinstance(context, str) else self.key(context)
         snap = self._snap
         chain = snap.chains.get(key)
         if chain is None:
@@ -146,9 +148,23 @@ class ThresholdTable:
                     return rec
         return None
 
+    def key(self, context: Mapping[str, str]) -> str:
+        """The canonical key of a context dict (``ContextKeyer.key``), memoised
+        on the tuple of its dimension values (the key depends on nothing else)."""
+        try:
+            sig = tuple(map(context.get, self._dims))
+            key = self._keys.get(sig)
+        except TypeError:  # unhashable values: no memo
+            return self.keyer.key(context)
+        if key is None:
+            key = self.keyer.key(context)
+            if len(self._keys) < _CACHE_MAX:
+                self._keys[sig] = key
+        return key
+
     def decide(self, request_id: str, context: Mapping[str, str] | str) -> StopDecision:
         """Threshold, exploration draw (``stoprule.explores``) and its propensity for one request."""
-        key = context if isinstance(context, str) else self.keyer.key(context)
+        key = context if isinstance(context, str) else self.key(context)
         rec = self.get(key)
         if rec is None:
             thr, rate, ver, src = self.default_threshold, self.default_explore_rate, 0, ""
@@ -274,7 +290,7 @@ class ThresholdTable:
                     self.apply(items)
                 continue
             self._apply_into(building, items)
-            todo = {tp for tp in todo if consumer.position(tp) < ends[tp]}
+            todo = {tp for tp in todo if consumer.position(tp, timeout_ms=5000) < ends[tp]}
             if not todo:
                 self._snap = _Snapshot(building)
                 self.last_update = self._clock()

@@ -26,6 +26,7 @@ from stopwise.daemon.records import ThresholdRecord
 
 COLUMNS = ("context", "threshold", "explore_rate", "version", "age_s", "est_loss", "est_loss_ucb",
            "est_savings", "n", "reason")
+HEADERS = ("context", "thr", "explore", "ver", "age", "loss", "loss ucb", "savings", "n", "reason")
 
 
 def record_row(rec: ThresholdRecord, now: float) -> dict[str, Any]:
@@ -44,6 +45,15 @@ def select(table: Mapping[str, ThresholdRecord], context: str | None) -> dict[st
     return {k: table[k] for k in sorted(table) if not context or context in k}
 
 
+def console():
+    """A rich Console; at least 150 columns wide when the output is not a terminal (logs, pipes)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=150)
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "-"
@@ -55,14 +65,14 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def threshold_table(records: Mapping[str, ThresholdRecord], now: float, *, rejected: int = 0) -> Table:
     t = Table(title=f"stopwise thresholds ({len(records)} contexts, {rejected} rejected)", expand=False)
     t.add_column("context", no_wrap=True, min_width=24)
-    for col in COLUMNS[1:]:
-        t.add_column(col, justify="left" if col == "reason" else "right")
+    for col in HEADERS[1:]:
+        t.add_column(col, justify="left" if col == "reason" else "right", no_wrap=col == "reason")
     for rec in records.values():
         r = record_row(rec, now)
         age = f"{r['age_s']:.0f}s" + (" EXPIRED" if r["expired"] else "")
         t.add_row(r["context"], _fmt(r["threshold"]), _fmt(r["explore_rate"]), str(r["version"]), age,
                   _fmt(r["est_loss"], 4), _fmt(r["est_loss_ucb"], 4), _fmt(r["est_savings"]),
-                  _fmt(r["n"], 0), r["reason"][:40])
+                  _fmt(r["n"], 0), r["reason"][:32])
     return t
 
 

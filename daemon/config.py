@@ -73,6 +73,22 @@ def _name(v: str) -> str:
 Name = Annotated[str, AfterValidator(_name)]
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e4`` as a float (YAML 1.2), since numbers
+    are strict: PyYAML alone would make it the string ``'1e4'``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -277,7 +293,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, tuple[Any, str
             continue
         section, _, key = name[len(ENV_PREFIX):].partition("__")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         out.setdefault(section.lower(), {})[key.lower()] = (value, name)
@@ -384,7 +400,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except OSError as exc:
         raise ConfigError(str(p), "(file)", ConfigError.MISSING, f"cannot read: {exc.strerror or exc}") from None  # type: ignore[attr-defined]
     try:
-        data = yaml.safe_load(text)
+        data = _yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(yaml)"

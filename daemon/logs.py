@@ -33,6 +33,17 @@ KAFKA_LOGGERS = ("kafka",)
 """stdlib logger names held at ``kafka_level`` (children inherit)."""
 
 _HANDLER_MARK = "_stopwise_handler"
+_FIRST_KEYS = ("timestamp", "level", "logger", "event")
+
+
+def order_keys(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Processor: timestamp, level, logger, event first (easier to read in the journal).
+
+    >>> list(order_keys(None, "info", {"n": 1, "event": "e", "level": "info", "timestamp": "t"}))
+    ['timestamp', 'level', 'event', 'n']
+    """
+    head = {k: event_dict[k] for k in _FIRST_KEYS if k in event_dict}
+    return head | {k: v for k, v in event_dict.items() if k not in head}
 
 
 def _isatty(stream: Any) -> bool:
@@ -91,7 +102,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: IO[str] | 
     ]
     final: list[Any]
     if kind == "json":
-        final = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(sort_keys=False)]
+        final = [structlog.processors.format_exc_info, order_keys, structlog.processors.JSONRenderer(sort_keys=False)]
     else:
         # no locals in tracebacks: they could hold secrets (the HMAC key)
         final = [structlog.dev.ConsoleRenderer(colors=_isatty(out), exception_formatter=structlog.dev.plain_traceback)]

@@ -64,7 +64,8 @@ class Metrics:
         self.rejected = Counter(
             name("rejected"), "Input records rejected to the DLQ, by topic and DecodeError reason.",
             ["topic", "reason"], registry=r)
-        self.join_pending = Gauge(name("join_pending"), "Half-joined requests waiting for their other half.", registry=r)
+        self.join_pending = Gauge(
+            name("join_pending"), "Half-joined requests waiting for their other half.", registry=r)
         self.join_evicted = Counter(
             name("join_evicted"), "Pending joins evicted because the join buffer was full.", registry=r)
         self.join_expired = Counter(

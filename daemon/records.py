@@ -169,7 +169,9 @@ def decode(model: type[_Record], data: bytes | bytearray | memoryview | str, max
     if len(data) > max_bytes:
         raise DecodeError("too_large", f"{len(data)} bytes > limit {max_bytes}")
     try:
-        return model.model_validate_json(bytes(data))
+        # strict: the wire types must be the contract's (no "5" for 5, no
+        # true for 1.0), as the JSON Schema says; Python construction stays lax
+        return model.model_validate_json(bytes(data), strict=True)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "(record)"

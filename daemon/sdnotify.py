@@ -48,6 +48,8 @@ class Notifier:
         self.socket_path = socket_path or None
         self.enabled: bool = self.socket_path is not None
         self._clock = clock
+        self.send_timeout_s = 1.0
+        self._failing = False
 
     def notify(self, **fields: Any) -> bool:
         """Send one message; ``True`` if it was sent. Errors are logged, never raised."""
@@ -57,10 +59,16 @@ class Notifier:
         msg = format_message(fields)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # a full queue (manager not reading) must not freeze the main loop
+                sock.settimeout(self.send_timeout_s)
                 sock.sendto(msg, _address(self.socket_path))
+            self._failing = False
             return True
         except OSError as exc:
-            log.warning("sd_notify failed", socket=self.socket_path, error=str(exc), fields=sorted(fields))
+            # warn once per run of failures (the watchdog would repeat it every second)
+            (log.debug if self._failing else log.warning)(
+                "sd_notify_failed", socket=self.socket_path, error=str(exc), fields=sorted(fields))
+            self._failing = True
             return False
 
     def ready(self, status: str = "") -> None:

@@ -5,10 +5,12 @@ the context key (blake2b): a fraction ``split`` of contexts follows ``a``,
 the rest ``b``; both learn everything. The comparison metric is the reward
 per served request, ``savings - penalty * loss`` of the served threshold,
 observed on exploration runs (a uniform sample of served traffic). Each
-arm's mean gets a confidence sequence (normal-mixture boundary for
-``scale``-bounded observations, valid at every sample size, each at level
-``alpha / 2``); the comparison is decided once the intervals separate, and
-peeking at it after every example keeps the error below ``alpha``.
+arm's mean gets an asymptotic confidence sequence (Robbins' normal-mixture
+boundary with the running sample standard deviation plugged in, floored
+at 0.05 -- the "asymptotic CS" of Waudby-Smith et al., 2021), each at level
+``alpha / 2``; the comparison is decided once the intervals separate, and
+peeking at it after every example keeps the error (asymptotically) below
+``alpha``.
 
 >>> p = ABPolicy(split=0.5)
 >>> p.arm("task=qa") in ("a", "b")
@@ -78,10 +80,10 @@ class ABPolicy(Policy):
     def comparison(self) -> dict:
         """Means, always-valid intervals and the decision ('a', 'b' or None)."""
         out: dict = {}
-        scale = 1.0 + self.penalty  # rewards lie in [-penalty, 1]
-        for arm, (n, s, _) in self._sums.items():
+        for arm, (n, s, s2) in self._sums.items():
             mean = s / n if n else 0.0
-            r = confidence_radius(n, scale / 2.0, self.alpha / 2.0)
+            sd = math.sqrt(max(0.0, s2 / n - mean * mean)) if n else 0.0
+            r = confidence_radius(n, max(sd, 0.05), self.alpha / 2.0)
             out[arm] = {"n": n, "mean": mean, "lo": mean - r, "hi": mean + r}
         a, b = out["a"], out["b"]
         out["decided"] = "a" if a["lo"] > b["hi"] else "b" if b["lo"] > a["hi"] else None

@@ -7,12 +7,19 @@ correction + uncertainty-driven exploration.
 2. Integral correction (adaptive conformal inference): on each exploration
    run (a uniform random sample of served traffic) the loss ``l`` the served
    threshold caused is observed and the budget ratio ``r`` (effective
-   budget = ``r * budget``) moves by ``gain * step_scale * (budget - l)``:
-   a realized violation tightens it at once, violation-free traffic loosens
-   it back slowly. ``r`` is clipped to ``[0, 1 + max_credit]``; with the
+   budget = ``r * budget``) moves by ``gain * step_scale * (budget - l)``
+   (ACI's update; with the defaults one realized loss tightens the budget
+   by 2.5%, violation-free traffic loosens it back slowly, and the long-run
+   realized loss rate on served traffic is pushed to the budget or below). ``r`` is clipped to ``[0, 1 + max_credit]``; with the
    default ``max_credit = 0`` the correction only ever tightens (the UCB is
    already conservative, and the guarantee is "within budget").
-3. Exploration rate from the width of the bound at the next more
+3. Hysteresis band: a tau more aggressive than the current one is taken
+   only if its UCB is under ``(1 - band)`` times the effective budget; the
+   current one is kept while its UCB stays under the budget; if it no
+   longer does, the policy retreats at once to the LTT choice. (With a
+   flat risk curve the UCBs of many taus sit near the budget, and without
+   the band the choice would jump across the grid on every tick.)
+4. Exploration rate from the width of the bound at the next more
    aggressive tau (:func:`~.base.uncertainty_rate`).
 
 >>> from stopwise.daemon.core.estimator import TauStats
@@ -31,8 +38,10 @@ from .base import Outcome, Policy, Proposal, View, estimates, ltt_index, uncerta
 class ReferencePolicy(Policy):
     name = "reference"
 
-    def __init__(self, integral_gain: float | None = None, step_scale: float = 0.2, max_credit: float = 0.0) -> None:
+    def __init__(self, integral_gain: float | None = None, step_scale: float = 0.05, max_credit: float = 0.0,
+                 band: float = 0.1) -> None:
         self.integral_gain = integral_gain
+        self.band = band
         self.step_scale = step_scale
         self.max_credit = max_credit
         self._pending: dict[str, list[int]] = {}   # key -> [observations, losses] since last decide
@@ -59,6 +68,10 @@ class ReferencePolicy(Policy):
             self._ratio[context_key] = r
         budget = view.budget * r
         idx = ltt_index(view.stats, budget)
+        strict = ltt_index(view.stats, budget * (1.0 - self.band))
+        cur = view.stats.nearest(view.current_threshold)
+        if idx <= cur:  # the current threshold is still certified: keep it unless clearly beaten
+            idx = min(cur, strict)
         tau = view.taus[idx]
         rate = uncertainty_rate(view, idx)
         reason = f"ltt: ucb {view.stats.ucb[idx]:.4f} <= budget {budget:.4f} (ratio {r:.2f})"

@@ -67,6 +67,57 @@ def table(root: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def diagnose(root: str | Path, scenario: str = "stationary", policy: str = "reference") -> str:
+    """Why a run saves what it saves vs. the oracle: the best fixed
+    per-context threshold in hindsight (whole stream, within budget), the
+    exploration share and the tokens exploration cost, and per context the
+    threshold served in the second half vs. the best fixed one. Needs
+    ``root/worlds/<scenario>.jsonl`` and the run's files; '' if missing."""
+    from statistics import median
+
+    from stopwise.daemon.stoprule import stop_index
+
+    from .world import iter_world
+
+    run = Path(root) / scenario / policy
+    world = Path(root) / "worlds" / f"{scenario}.jsonl"
+    if not (run / "summary.json").exists() or not (run / "oracle.json").exists() or not world.exists():
+        return ""
+    s = json.loads((run / "summary.json").read_text())
+    o = json.loads((run / "oracle.json").read_text())
+    oracle_saved = o["saved_tokens"]["overall"] or 1
+    best = {}
+    for key, curve in o["tradeoff"].items():
+        budget = s["contexts"][key]["budget"]
+        best[key] = max((p for p in curve if p["em_drop"] <= budget + 1e-12), key=lambda p: (p["savings"], p["threshold"]))
+    static_saved = sum(best[k]["savings"] * s["contexts"][k]["tokens_full"] for k in best)
+    cps = {r.request_id: r.checkpoints for r in iter_world(world)}
+    served: dict[str, list[float]] = {}
+    explored = cost = n = 0
+    with open(run / "outcomes.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            x = json.loads(line)
+            n += 1
+            served.setdefault(x["context"], []).append(x["threshold"])
+            if x["explored"]:
+                explored += 1
+                c = cps[x["request_id"]]
+                cost += x["tokens_full"] - c[stop_index(c, x["threshold"])][0]
+    lines = [f"Diagnosis of `{policy}` on `{scenario}` (computed by `python -m stopwise.sim.matrix`):", "",
+             f"- best fixed per-context threshold chosen in hindsight on the whole stream saves "
+             f"{_pct(static_saved / oracle_saved)} of the per-window oracle's tokens;",
+             f"- {explored} of {n} requests ({_pct(explored / n if n else 0)}) explored (ran to the end); the tokens those "
+             f"full runs cost beyond the served threshold equal {_pct(cost / oracle_saved)} of the oracle's savings;"]
+    for key in sorted(best):
+        th = served.get(key, [])
+        half = th[len(th) // 2:] or [1.0]
+        c = s["contexts"][key]
+        lines.append(f"- `{key}`: served threshold (median, 2nd half) {median(half):g} vs best fixed {best[key]['threshold']:g} "
+                     f"(EM drop {100 * best[key]['em_drop']:.2f} pts vs budget {100 * c['budget']:.2f}); "
+                     f"{_pct(c['fraction_of_oracle'])} of the oracle's tokens.")
+    return "\n".join(lines) + "\n"
+
+
 def replace_section(text: str, name: str, body: str) -> str:
     """Replace (or append) the ``<!-- sim:NAME -->`` ... ``<!-- /sim:NAME -->`` section.
 
@@ -92,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="")
     a = ap.parse_args(argv)
     body = f"## Policies x scenarios (closed-loop simulator)\n\nMade by: `{a.command}`\n\n{table(a.root)}"
+    diag = diagnose(a.root)
+    if diag:
+        body += "\n" + diag
     if a.note:
         body += f"\n{a.note}\n"
     if a.out:

@@ -26,7 +26,10 @@ PLOTS = ("thresholds.png", "em_drop.png", "tokens_saved.png", "tradeoff.png")
 def _runs(root: Path) -> list[Path]:
     if (root / "summary.json").exists():
         return [root]
-    return sorted(p.parent for p in root.glob("*/summary.json"))
+    from .simulator import BASELINES
+
+    rank = {name: i for i, name in enumerate(BASELINES)}
+    return sorted((p.parent for p in root.glob("*/summary.json")), key=lambda p: (rank.get(p.name, 99), p.name))
 
 
 def _load_outcomes(run: Path) -> list[dict]:
@@ -156,6 +159,11 @@ def plot_run(run: Path) -> list[Path]:
     return written
 
 
+def _md(text: str) -> str:
+    """Escape a context key for a markdown table cell."""
+    return text.replace("|", "\\|")
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -173,7 +181,7 @@ def run_markdown(summary: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for c, s in summary["contexts"].items():
-        lines.append(f"| {c} | {s['n']} | {_pct(s['savings'])} | {_pct(s['fraction_of_oracle'])} | {100 * s['em_drop']:.2f} | "
+        lines.append(f"| {_md(c)} | {s['n']} | {_pct(s['savings'])} | {_pct(s['fraction_of_oracle'])} | {100 * s['em_drop']:.2f} | "
                      f"{100 * s['em_drop_ci'][0]:.2f}..{100 * s['em_drop_ci'][1]:.2f} | {100 * s['budget']:.1f} | "
                      f"{s['windows_over_budget']}/{s['windows']} |")
     for ev in summary.get("events", []):

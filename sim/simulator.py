@@ -11,7 +11,8 @@ client does (:func:`explores` / :func:`propensity` with the record's
 request runs to the end and delivers the full answer), emits the inference
 event (the checkpoints up to the stop, or all of them when exploring) and,
 ``delay_s`` later if the user responds, the feedback event. ``Core.tick`` runs
-every ``config.publish.interval_s`` of event time.
+every ``config.publish.interval_s`` of event time (through idle stretches with
+nothing pending, every ``record_ttl_s / 8`` so records are still refreshed).
 
 Policy names accept aliases: ``none`` (static 1.0), ``static-<tau>``
 (e.g. ``static-0.95``), and every :data:`stopwise.policies.POLICIES` name.
@@ -167,6 +168,7 @@ def simulate(requests: Sequence, config: Config, policy: str = "reference", *,
     keyer = ContextKeyer(config.context.dimensions)
     table = ThresholdTable(config.context.default_threshold, config.exploration.initial_rate)
     interval = config.publish.interval_s
+    idle_stride = max(interval, config.publish.record_ttl_s / 8)
     pending: list[tuple[float, int, int, Any]] = []   # (time, seq, kind, payload); kind 0 = record visible, 1 = feedback
     seq = 0
     thresholds: list[dict] = []
@@ -193,6 +195,10 @@ def simulate(requests: Sequence, config: Config, policy: str = "reference", *,
                 return
             t = next_tick
             next_tick += interval
+            if not pending and until - next_tick > idle_stride:
+                # an idle stretch (no traffic, nothing pending): tick every
+                # idle_stride instead of every interval, staying on the grid
+                next_tick += (idle_stride // interval - 1) * interval
             for d in tick(t):
                 rec = d.record
                 thresholds.append({"t": t, "visible_at": t + publish_delay, **rec.model_dump(mode="json")})

@@ -175,3 +175,13 @@ def test_parse_config_merges_sections_over_defaults() -> None:
     cfg = parse_config({"budget": {"em_drop": 0.03}, "topics": {"input_partitions": 6}})
     assert cfg.budget.em_drop == 0.03 and cfg.budget.confidence == Config().budget.confidence
     assert cfg.topics.input_partitions == 6 and cfg.topics.thresholds == "stopwise.thresholds"
+
+
+def test_exponent_numbers_are_floats_and_quoted_numbers_are_refused(tmp_path: Path) -> None:
+    p = tmp_path / "exp.yaml"
+    p.write_text("estimator:\n  half_life: 1e4\n  learning_rate: 5.0e-2\n")
+    cfg = load_config(p, env={"STOPWISE_JOIN__TTL_S": "3e3"})
+    assert cfg.estimator.half_life == 10000.0 and cfg.estimator.learning_rate == 0.05 and cfg.join.ttl_s == 3000.0
+    p.write_text("budget:\n  em_drop: '0.02'\n")
+    with pytest.raises(ConfigError, match=r"budget\.em_drop: '0\.02' should be a valid number"):
+        load_config(p, env={})

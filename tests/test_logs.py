@@ -49,6 +49,7 @@ def test_structlog_and_kafka_lines_are_the_same_json() -> None:
     assert (theirs["event"], theirs["level"], theirs["logger"]) == (
         "<BrokerConnection node_id=1>: reconnecting", "warning", "kafka.conn")
     for rec in out:
+        assert list(rec)[:4] == ["timestamp", "level", "logger", "event"]  # readable in the journal
         assert rec["timestamp"].endswith("Z")
         ts = datetime.fromisoformat(rec["timestamp"])
         assert ts.utcoffset() == timedelta(0)

@@ -214,7 +214,9 @@ def test_over_the_size_limit_is_too_large() -> None:
 def test_feedback_rejections() -> None:
     base = {"v": 1, "request_id": "r1", "ts": 5.0, "em": 1}
     for changes, reason in [({"em": 2}, "invalid_value"), ({"weight": 0}, "out_of_range"),
-                            ({"weight": float("nan")}, "not_finite"), ({"v": 3}, "unknown_version")]:
+                            ({"weight": float("nan")}, "not_finite"), ({"v": 3}, "unknown_version"),
+                            ({"ts": "5"}, "invalid_value"), ({"ts": True}, "invalid_value"),
+                            ({"request_id": 5}, "invalid_value")]:
         with pytest.raises(DecodeError) as info:
             decode_feedback(_raw(base, **changes))
         assert info.value.reason == reason, (changes, str(info.value))

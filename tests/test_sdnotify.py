@@ -94,10 +94,28 @@ def test_disabled_is_a_no_op() -> None:
         n.ready("x"), n.watchdog(), n.status("y"), n.stopping(), n.reloading()
 
 
-def test_missing_socket_is_logged_not_raised(tmp_path: Path) -> None:
+def test_missing_socket_is_logged_once_not_raised(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
     n = Notifier(str(tmp_path / "nobody-listens.sock"))
     assert n.enabled
-    assert n.notify(WATCHDOG=1) is False
+    with capture_logs() as logs:
+        assert n.notify(WATCHDOG=1) is False
+        assert n.notify(WATCHDOG=1) is False
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("sd_notify_failed", "warning"), ("sd_notify_failed", "debug")]
+    assert "nobody-listens.sock" in logs[0]["socket"]
+
+
+def test_a_full_queue_does_not_block_the_caller(notify_socket) -> None:
+    path, sock = notify_socket  # nobody reads: the kernel queue fills up (net.unix.max_dgram_qlen)
+    n = Notifier(path)
+    n.send_timeout_s = 0.05
+    t0 = time.monotonic()
+    results = [n.notify(WATCHDOG=1) for _ in range(40)]
+    assert time.monotonic() - t0 < 10
+    assert results[0] is True and results[-1] is False
+    assert recv(sock) == {"WATCHDOG": "1"}  # what was queued is intact
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec() -> None:

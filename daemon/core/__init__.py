@@ -8,6 +8,7 @@ picklable and deterministic under ``config.estimator.seed``.
 * :mod:`.estimator` -- per-context recency-weighted L(tau), T(tau);
 * :mod:`.risk_model` -- the River model of P(loss | checkpoint);
 * :mod:`.guardrails` -- clamp, step, hysteresis, evidence, breaker, kill switch;
+* :mod:`.allocation` -- the global-budget (Lagrangian, greedy) allocation;
 * :mod:`.engine` -- :class:`~.engine.Controller`, :class:`~.engine.Core`,
   :class:`~.engine.Decision`, ``dump_state``/``load_state``.
 """

@@ -22,7 +22,8 @@ is a hash of request_id, independent of the run, so:
 * a COMPLETE run not in ``A`` (never crossed, or served 1.0) would have been
   complete whether it explored or not: weight ``1``;
 * a COMPLETE run in ``A`` is complete only because it explored, which
-  happens with probability ``propensity``: weight ``1 / propensity``;
+  happens with probability ``propensity``: weight ``1 / propensity``
+  (clipped at ``MAX_IPW`` = 100, i.e. exact for exploration rates >= 1%);
 * an EARLY-STOPPED (censored) run gets weight ``0`` for L and T: its full
   answer (the reference of the drop) and full token count are unknown. It
   still informs, exactly, the taus at or below ``tau_s`` (their stop points
@@ -50,6 +51,10 @@ from typing import Sequence
 
 from ..stoprule import NO_EARLY_STOP, stop_index
 from .examples import LabelledExample
+
+MAX_IPW = 100.0
+"""Inverse-propensity weights are clipped here (a client logging a tiny
+exploration rate must not let one run outweigh thousands)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +140,7 @@ def evaluate(ex: LabelledExample, taus: Sequence[float]) -> Counterfactual:
     ems = tuple(correct(cps[k][2]) for k in stops)
     k_s = stop_index(cps, tau_s)
     crossed = k_s < len(cps) - 1
-    weight = ex.weight * ((1.0 / ex.propensity) if (crossed and ex.explore) else 1.0)
+    weight = ex.weight * (min(MAX_IPW, 1.0 / ex.propensity) if (crossed and ex.explore) else 1.0)
     if em_full is None:
         return Counterfactual(tuple(taus), (None,) * len(taus), cost, ems, 0.0, None, None, True)
     loss = tuple(int(em_full == 1 and cps[k][2] != a_full) for k in stops)

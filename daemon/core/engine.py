@@ -1,6 +1,7 @@
 """The controller (learn + decide + guard) and the Core (Joiner + Controller).
 
-``Controller.learn(example, now)``: dedupe by request_id; roll the context
+``Controller.learn(example, now)``: dedupe by request_id (the last
+``min(join.max_entries, DEDUPE_CAP)`` learned ids are remembered); roll the context
 key up through the :class:`~stopwise.daemon.context.ContextRegistry`
 (cardinality cap); evaluate the counterfactual; update the estimator for
 the (rolled-up) key AND every ancestor up to ``*`` (so parents pool their
@@ -16,9 +17,12 @@ record of the context, the threshold moved by at least
 ``max(hysteresis, 20% of the old rate)``, the guardrail reason changed to or
 from ``kill_switch``/``circuit_breaker``, or the last record is past half
 of ``publish.record_ttl_s`` (a refresh, so records never expire while the
-daemon lives). Versions grow by one per context per publication.
+daemon lives). Versions grow by one per context per publication. The
+published exploration rate is the policy's, clipped to
+``[exploration.min_rate, exploration.max_rate]``.
 
-Global budget mode (``budget.mode == "global"``): see :func:`allocate_global`.
+Global budget mode (``budget.mode == "global"``): see
+:func:`~.allocation.allocate_global` (re-exported here).
 
 >>> from stopwise.daemon.config import Config
 >>> ctl = Controller(Config())
@@ -30,26 +34,35 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from stopwise.policies.base import Outcome, View
+
 from ..config import Config
 from ..context import ROOT, ContextKeyer, ContextRegistry, parents
 from ..records import FeedbackEvent, InferenceEvent, ThresholdRecord
 from ..stoprule import NO_EARLY_STOP
+from .allocation import allocate_global
 from .counterfactual import evaluate, with_no_stop
 from .estimator import Estimator, TauStats
 from .examples import LabelledExample
 from .guardrails import Guardrails
 from .join import Joiner
 from .risk_model import RiskModel
+from .seen import RecentIds
+
+__all__ = ["Controller", "Core", "Decision", "allocate_global", "dump_state", "load_state"]
 
 log = structlog.get_logger("stopwise.core")
 
 RECENT_PER_CONTEXT = 16
+DEDUPE_CAP = 100_000
+"""Request ids the controller remembers to refuse a second learning (64-bit
+hashes, 1.6 MB pickled at the cap): covers re-emissions after a restart."""
 FORCED = ("kill_switch", "circuit_breaker")
 
 
@@ -74,46 +87,6 @@ def _policy_from(config: Config):
     return make_policy(config.policy.name, **dict(config.policy.params))
 
 
-def allocate_global(stats: dict[str, TauStats], shares: dict[str, float], total: float,
-                    caps: dict[str, float]) -> dict[str, float]:
-    """Greedy Lagrangian allocation of one traffic-weighted budget.
-
-    Each context starts at 1.0 (no spend). Repeatedly take the single move
-    (one context one grid step more aggressive) with the best marginal ratio
-    ``share * extra savings / (share * extra UCB)`` -- the discrete
-    Lagrangian/knapsack greedy -- while ``sum(share * UCB) <= total`` and
-    each context's UCB stays under its own cap (the per-context floors on
-    EM). Returns each context's allocated budget: the UCB at its chosen tau
-    (``0.0`` = stay conservative).
-
-    >>> st = TauStats((0.5, 0.9, 1.0), (0.0, 0.0, 0.0), (0.03, 0.004, 0.0), (0.3, 0.6, 1.0), 1e4, 1, 1)
-    >>> allocate_global({"a": st, "b": st}, {"a": 0.5, "b": 0.5}, 0.01, {"a": 0.05, "b": 0.05})
-    {'a': 0.004, 'b': 0.004}
-    """
-    pos = {k: len(s.taus) - 1 for k, s in stats.items()}
-    spent = 0.0
-    while True:
-        best = None
-        for k, s in stats.items():
-            i = pos[k]
-            if i == 0:
-                continue
-            j = i - 1
-            d_loss = s.ucb[j] - s.ucb[i]
-            d_save = s.cost[i] - s.cost[j]
-            if s.ucb[j] > caps.get(k, 1.0) or spent + shares[k] * d_loss > total + 1e-12:
-                continue
-            ratio = d_save / max(d_loss, 1e-9)
-            if best is None or ratio > best[0]:
-                best = (ratio, k, j, d_loss)
-        if best is None or best[0] <= 0:
-            break
-        _, k, j, d_loss = best
-        pos[k] = j
-        spent += shares[k] * d_loss
-    return {k: stats[k].ucb[pos[k]] for k in stats}
-
-
 class Controller:
     """Learn + decide + guard for the contexts it owns (see module doc)."""
 
@@ -129,7 +102,7 @@ class Controller:
                                enabled=config.estimator.model != "none")
         self.guard = Guardrails(config.guardrails, config.context.default_threshold, config.budget.confidence)
         self.config = config
-        self._learned: OrderedDict[str, float] = OrderedDict()
+        self._learned = RecentIds(min(config.join.max_entries, DEDUPE_CAP))
         self._recent: dict[str, deque] = {}
         self._prior: dict[str, tuple[float, ...] | None] = {}
         self._prior_dirty: set[str] = set()
@@ -148,16 +121,11 @@ class Controller:
         if rid in self._learned:
             self.duplicates += 1
             return False
-        self._learned[rid] = now
-        cap = max(self.config.join.max_entries, 1000)
-        while len(self._learned) > cap:
-            self._learned.popitem(last=False)
+        self._learned.add(rid, now)
         self.unique_examples += 1
         key = self.registry.observe(example.context_key)
         cf = evaluate(example, self.taus)
         self.model.learn(example, cf)
-        from stopwise.policies.base import Outcome
-
         outcome = Outcome(example, cf)
         for k in parents(key):
             self.estimator.update(k, cf)
@@ -202,8 +170,6 @@ class Controller:
 
     def tick(self, now: float) -> list[Decision]:
         """Decide every known context; return the publications (see module doc)."""
-        from stopwise.policies.base import View
-
         cfg = self.config
         keys = self.known_contexts()
         stats = {k: self._stats(k) for k in keys}
@@ -246,7 +212,7 @@ class Controller:
         was_forced = prev.reason in FORCED
         if guard_reason in FORCED:
             return not (prev.reason == guard_reason and prev.threshold == thr)
-        if was_forced and thr != prev.threshold:
+        if was_forced:  # leaving the kill switch / breaker is always announced
             return True
         if thr != prev.threshold and (abs(thr - prev.threshold) >= h or thr == NO_EARLY_STOP):
             return True

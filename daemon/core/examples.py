@@ -85,6 +85,13 @@ class LabelledExample:
             raise DecodeError("out_of_range", "labelled example: stop_index outside checkpoints")
         if ex.em not in (None, 0, 1) or not (0.0 < ex.propensity <= 1.0) or not math.isfinite(ex.weight) or ex.weight <= 0:
             raise DecodeError("invalid_value", "labelled example: em, propensity or weight out of range")
+        numbers = [ex.ts, ex.feedback_ts, ex.threshold, *ex.features.values(), *(cp[1] for cp in cps)]
+        if not all(math.isfinite(x) for x in numbers):
+            raise DecodeError("not_finite", "labelled example: NaN or infinity")
+        if not 0.0 <= ex.threshold <= 1.0 or any(not 0.0 <= cp[1] <= 1.0 for cp in cps):
+            raise DecodeError("out_of_range", "labelled example: threshold and scores must be in [0, 1]")
+        if cps[0][0] < 0 or any(b[0] <= a[0] for a, b in zip(cps, cps[1:])):
+            raise DecodeError("checkpoints_not_increasing", "labelled example: tokens must be >= 0 and increase")
         return ex
 
 

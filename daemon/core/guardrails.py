@@ -9,8 +9,9 @@ Applied in this order (:meth:`Guardrails.apply`):
    caused, with its Horvitz-Thompson weight, see :mod:`.counterfactual`).
    Once the window holds ``min(breaker_window, 100)`` outcomes, it trips when
    the realized drop (weighted mean) exceeds ``budget + breaker_margin`` AND
-   its Clopper-Pearson lower bound exceeds the budget (so one unlucky
-   inverse-propensity-weighted loss does not trip it). Tripped: 1.0, reason
+   its Clopper-Pearson lower bound (Kish effective n, and never more losses
+   than were actually observed) exceeds the budget, so one unlucky
+   inverse-propensity-weighted loss does not trip it. Tripped: 1.0, reason
    ``circuit_breaker``, for ``breaker_cooldown_s``; the window is cleared;
    afterwards the policy resumes (stepping down by ``max_step``);
 3. minimum evidence: below ``min_evidence`` samples (the estimator's
@@ -106,8 +107,10 @@ class Guardrails:
             return True
         cfg = self.config
         mean, n_eff, count = self.realized(key)
+        # the evidence never counts more losses than were actually observed
+        k_eff = min(mean * n_eff, float(sum(1 for x in br.window if x[0])))
         if count >= min(cfg.breaker_window, 100) and mean > budget + cfg.breaker_margin \
-                and cp_lower(mean * n_eff, n_eff, self.confidence) > budget:
+                and cp_lower(k_eff, n_eff, self.confidence) > budget:
             br.until = now + cfg.breaker_cooldown_s
             br.trips += 1
             br.window.clear()

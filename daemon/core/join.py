@@ -14,7 +14,8 @@ Rules (DESIGN section 3; issue 3):
   oldest is evicted first and counted in ``evicted``;
 * duplicates are idempotent: a repeated half while pending, or any half of a
   request already joined in the last ``ttl_s`` (the joiner remembers joined
-  request_ids, also capped at ``max_entries``), is counted in
+  request_ids as 64-bit hashes, :mod:`.seen`, also capped at
+  ``max_entries``), is counted in
   ``duplicates`` and ignored;
 * several feedbacks for one request: the FIRST one wins, later ones are
   duplicates (so a label never flips after it was learned).
@@ -40,6 +41,7 @@ from dataclasses import asdict, dataclass
 from ..context import ContextKeyer
 from ..records import FeedbackEvent, InferenceEvent
 from .examples import LabelledExample, from_events
+from .seen import RecentIds
 
 
 @dataclass
@@ -67,8 +69,8 @@ class Joiner:
         self.stats = JoinStats()
         # request_id -> [inference | None, feedback | None, first_seen]
         self._pending: OrderedDict[str, list] = OrderedDict()
-        # request_id -> joined at (remembered for ttl_s, capped)
-        self._done: OrderedDict[str, float] = OrderedDict()
+        # joined request_ids (remembered for ttl_s, capped), compact
+        self._done = RecentIds(self.max_entries)
         self._clock = float("-inf")
 
     def __len__(self) -> int:
@@ -106,9 +108,7 @@ class Joiner:
         return [from_events(entry[0], entry[1], self.keyer)]
 
     def _remember(self, rid: str, now: float) -> None:
-        self._done[rid] = now
-        while len(self._done) > self.max_entries:
-            self._done.popitem(last=False)
+        self._done.add(rid, now)
 
     def expire(self, now: float) -> int:
         """Drop pending halves older than the TTL; return how many."""
@@ -124,10 +124,6 @@ class Joiner:
             else:
                 self.stats.expired_no_inference += 1
             n += 1
-        while self._done:
-            rid, t = next(iter(self._done.items()))
-            if t > cutoff:
-                break
-            self._done.popitem(last=False)
+        self._done.expire_before(cutoff)
         self.stats.pending = len(self._pending)
         return n

@@ -23,7 +23,6 @@ bounded by ``timeout_s``, so :meth:`LagMonitor.stop` returns promptly.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable, Iterable
 
 import structlog
@@ -86,6 +85,10 @@ def _partitions(consumer: Any, topic: str, timeout_ms: int) -> set[int]:
     return set(parts or ())
 
 
+class _Stopped(Exception):
+    """stop() was called during a measurement."""
+
+
 class LagMonitor:
     """Background consumer-lag measurement into ``metrics.consumer_lag``."""
 
@@ -103,6 +106,7 @@ class LagMonitor:
         self._consumer: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._thread_obj: threading.Thread | None = None  # kept after stop() for _check_stop
         self._lock = threading.Lock()
         self._snapshot: dict[tuple[str, int], int] = {}
         self.measurements = 0
@@ -119,7 +123,7 @@ class LagMonitor:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="stopwise-lag", daemon=True)
+        self._thread = self._thread_obj = threading.Thread(target=self._run, name="stopwise-lag", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float | None = None) -> None:
@@ -130,7 +134,7 @@ class LagMonitor:
         if thread is not None:
             thread.join(self.timeout_s + 1.0 if timeout_s is None else timeout_s)
             if thread.is_alive():
-                log.warning("lag monitor still busy in a broker call; left to finish on its own")
+                log.warning("lag_monitor_busy", why="still in a broker call; it finishes on its own (daemon thread)")
         else:
             self._close_consumer()
 
@@ -146,18 +150,28 @@ class LagMonitor:
             self._consumer = self._factory(self.config)
         consumer = self._consumer
         timeout_ms = max(1, int(self.timeout_s * 1000))
-        tps = [TopicPartition(topic, p) for topic in self.topics
-               for p in sorted(_partitions(consumer, topic, timeout_ms))]
+        tps: list[TopicPartition] = []
+        for topic in self.topics:
+            self._check_stop()
+            tps.extend(TopicPartition(topic, p) for p in sorted(_partitions(consumer, topic, timeout_ms)))
         lags: dict[tuple[str, int], int] = {}
         if tps:
             ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
-            committed = {tp: consumer.committed(tp, timeout_ms=timeout_ms) for tp in tps}
+            committed = {}
+            for tp in tps:
+                self._check_stop()
+                committed[tp] = consumer.committed(tp, timeout_ms=timeout_ms)
             never = [tp for tp in tps if committed[tp] is None]
             begins = consumer.beginning_offsets(never, timeout_ms=timeout_ms) if never else {}
             for tp in tps:
                 lags[(tp.topic, tp.partition)] = lag_of(ends[tp], committed[tp], begins.get(tp, 0))
         self._publish(lags)
         return lags
+
+    def _check_stop(self) -> None:
+        # only the background thread aborts; a direct measure() call runs to the end
+        if self._stop.is_set() and threading.current_thread() is self._thread_obj:
+            raise _Stopped()
 
     def _publish(self, lags: dict[tuple[str, int], int]) -> None:
         gauge = self.metrics.consumer_lag
@@ -173,23 +187,25 @@ class LagMonitor:
             self.measurements += 1
 
     def _run(self) -> None:
-        log.info("lag monitor started", topics=list(self.topics), interval_s=self.interval_s)
+        log.info("lag_monitor_started", topics=list(self.topics), interval_s=self.interval_s)
         try:
             while not self._stop.is_set():
                 try:
                     self.measure()
                     self.failures = 0
+                except _Stopped:
+                    break
                 except Exception as exc:  # broker down, timeouts, auth...: log, back off, retry
                     self.failures += 1
                     self.metrics.lag_errors.inc()
-                    log.warning("lag measurement failed", error=f"{type(exc).__name__}: {exc}",
+                    log.warning("lag_measurement_failed", error=f"{type(exc).__name__}: {exc}",
                                 failures=self.failures)
                     if self.failures % REBUILD_AFTER == 0:
                         self._close_consumer()
                 self._stop.wait(backoff_s(self.interval_s, self.failures, self.max_backoff_s))
         finally:
             self._close_consumer()
-            log.info("lag monitor stopped")
+            log.info("lag_monitor_stopped")
 
     def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -200,7 +216,7 @@ class LagMonitor:
         except TypeError:  # consumers without these keywords
             consumer.close()
         except Exception as exc:
-            log.debug("closing the lag consumer failed", error=str(exc))
+            log.debug("lag_consumer_close_failed", error=str(exc))
 
 
 def total_lag(lags: Iterable[int]) -> int:

@@ -8,14 +8,28 @@ to the DLQ and the loop goes on. No decisions here: all logic is in the core.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import structlog
 
 from ..core.examples import LabelledExample
 from ..errors import DecodeError
 from ..records import decode_feedback, decode_inference
+from .kafka_io import owner_partition
 from .shards import shard_name
 
 log = structlog.get_logger("stopwise.shell.processing")
+
+_EXAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(LabelledExample))
+
+
+def example_bytes(ex: LabelledExample) -> bytes:
+    """Same bytes as ``LabelledExample.to_bytes()`` (a test checks it) without
+    ``dataclasses.asdict``'s deep copy, which dominated the join hot path."""
+    d = {name: getattr(ex, name) for name in _EXAMPLE_FIELDS}
+    d["checkpoints"] = [list(cp) for cp in ex.checkpoints]
+    return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
 
 
 class Processor:
@@ -24,6 +38,7 @@ class Processor:
         self.dlq = dlq
         self.consumed = self.joined = self.learned = self.duplicates = 0
         self._consumed_metric: dict[str, object] = {}
+        self._example_keys: dict[str, tuple[bytes, int]] = {}
         self._join_totals = {"evicted": 0, "expired_no_feedback": 0, "expired_no_inference": 0}
 
     def process(self, batch, now: float) -> None:
@@ -60,6 +75,7 @@ class Processor:
         max_bytes, max_cps = cfg.limits.max_record_bytes, cfg.limits.max_checkpoints
         send, topic = self.d.producer.send, cfg.topics.examples
         reject = self.dlq.reject
+        keys = self._example_keys
         joined = 0
         for rec in recs:
             try:
@@ -77,7 +93,13 @@ class Processor:
                 reject(rec, "processing_error", repr(exc))
                 continue
             for ex in examples:
-                send(topic, key=ex.context_key.encode(), value=ex.to_bytes())
+                key_part = keys.get(ex.context_key)
+                if key_part is None:  # few distinct context keys: skip the pure-Python murmur2 per record
+                    if len(keys) >= 10_000:
+                        keys.clear()
+                    k = ex.context_key.encode()
+                    key_part = keys[ex.context_key] = (k, owner_partition(ex.context_key, self.d._n_examples))
+                send(topic, key=key_part[0], value=example_bytes(ex), partition=key_part[1])
             joined += len(examples)
         shard.advance(tp.topic, tp.partition, recs[-1].offset)
         if joined:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import structlog
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Config, load_config
@@ -53,19 +54,28 @@ from .snapshots import Snapshot, parse_pos_key
 log = structlog.get_logger("stopwise.shell.runner")
 
 
-class _Listener(ConsumerRebalanceListener):
-    """Runs on kafka-python's IO thread while the main thread waits in poll()."""
+class _Listener(AsyncConsumerRebalanceListener):
+    """Runs on kafka-python's IO loop while the main thread waits in poll().
+
+    Async so the revoke-time commit can be awaited on the loop (a blocking
+    commit from a sync listener is refused by kafka-python, and an async
+    fire-and-forget commit racing the re-join can wedge it)."""
 
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
 
-    def on_partitions_revoked(self, revoked):
-        self.daemon._on_revoked(revoked)
+    async def on_partitions_revoked(self, revoked):
+        offsets = self.daemon._on_revoked(revoked)
+        if offsets:
+            try:  # the same coroutine kafka-python awaits for its own pre-rebalance commit
+                await self.daemon.consumer._coordinator._commit_offsets_sync_async(offsets)
+            except Exception as exc:  # positions live in the snapshots; the commit is advisory
+                log.warning("revoke_commit_failed", error=repr(exc))
 
-    def on_partitions_assigned(self, assigned):
+    async def on_partitions_assigned(self, assigned):
         self.daemon._on_assigned(assigned)
 
-    def on_partitions_lost(self, lost):
+    async def on_partitions_lost(self, lost):
         self.daemon._on_lost(lost)
 
 
@@ -100,8 +110,10 @@ class Daemon:
         self._control_seen: bytes | None = None
         self.assigned_once = threading.Event()
         self._pending_assign: set[TopicPartition] = set()
+        self._revoked_at: float | None = None
         self.ticks = 0
         self.snapshots_written = 0
+        self.snapshots_refused = 0
 
     # ---- flags (signal handlers call these) -------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -129,10 +141,8 @@ class Daemon:
         self.thresholds_view.catch_up(on_record=lambda r: r.value and self.publisher.observe_topic_value(r.value))
         self.state_view.catch_up()
         self._apply_control(initial=True)
-        self.consumer = self._consumer_factory(cfg)
+        self._subscribe()
         self._n_examples = len(self.consumer.partitions_for_topic(cfg.topics.examples) or ()) or cfg.topics.examples_partitions
-        self.consumer.subscribe(topics=[cfg.topics.inference, cfg.topics.feedback, cfg.topics.examples],
-                                listener=_Listener(self))
         lag = self._start_lag()
         log.info("daemon_started", group=cfg.kafka.group_id, kill_switch=self.kill_switch)
         now = self.clock()
@@ -144,6 +154,7 @@ class Daemon:
                                            max_records=self.cfg.kafka.max_poll_records)
                 if self._pending_assign:
                     self._finish_assignment()
+                self._check_rebalance_stall()
                 if batch:
                     t0 = time.perf_counter()
                     self.processor.process(batch, self.clock())
@@ -171,6 +182,36 @@ class Daemon:
             self._shutdown(lag)
         return 0
 
+    def _subscribe(self) -> None:
+        cfg = self.cfg
+        self.consumer = self._consumer_factory(cfg)
+        self.consumer.subscribe(topics=[cfg.topics.inference, cfg.topics.feedback, cfg.topics.examples],
+                                listener=_Listener(self))
+        # Load the subscribed topics' metadata before the first join: kafka-python
+        # 3.0.x re-joins when the leader assigned from an empty metadata snapshot, and
+        # that second join can be dropped half-way (the member then never gets partitions).
+        self.consumer.topics()
+        self._revoked_at = None
+
+    def _check_rebalance_stall(self) -> None:
+        """Safety net for a re-join that never completes: rebuild the consumer
+        (nothing is lost: revoked shards were snapshotted and dropped)."""
+        limit = max(30.0, 3 * self.cfg.kafka.session_timeout_ms / 1000)
+        if self._revoked_at is None or time.monotonic() - self._revoked_at < limit:
+            return
+        log.error("rebalance_stalled", seconds=round(time.monotonic() - self._revoked_at, 1),
+                  action="recreating the group consumer")
+        self._closing = True
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception:
+            log.exception("close_failed")
+        finally:
+            self._closing = False
+        self.shards.clear()
+        self._pending_assign = set()
+        self._subscribe()
+
     def _start_lag(self):
         if not self._want_lag:
             return None
@@ -187,8 +228,8 @@ class Daemon:
         self.notifier.stopping()
         log.info("daemon_stopping", shards=sorted(self.shards))
         try:
-            n = self.checkpoint(force=True)
-            log.info("final_checkpoint", shards=n, snapshots=self.snapshots_written)
+            self.checkpoint(force=True)
+            log.info("final_checkpoint", shards=len(self.shards), snapshots=self.snapshots_written)
         finally:
             self._closing = True
             if lag is not None:
@@ -232,9 +273,11 @@ class Daemon:
         self.notifier.status(self._status())
         return published
 
-    def checkpoint(self, names: list[str] | None = None, *, sync_commit: bool = True, force: bool = False) -> int:
+    def checkpoint(self, names: list[str] | None = None, *, commit: bool = True, force: bool = False) -> dict:
         """Steps 1-3 of the module docstring, for ``names`` (default: all
-        shards); unchanged shards are not re-snapshotted unless ``force``."""
+        shards); unchanged shards are not re-snapshotted unless ``force``.
+        Returns the offsets of step 3 (committed here unless ``commit`` is
+        False: the revoke listener awaits the commit on the IO loop)."""
         t0 = time.perf_counter()
         shards = [self.shards[n] for n in (names if names is not None else sorted(self.shards)) if n in self.shards]
         key = self.cfg.security.hmac_key()
@@ -258,16 +301,13 @@ class Daemon:
                 tp = TopicPartition(*parse_pos_key(pk))
                 if tp in assigned:
                     offsets[tp] = OffsetAndMetadata(off, "", -1)
-        if offsets:
+        if offsets and commit:
             try:
-                if sync_commit:
-                    self.consumer.commit(offsets)
-                else:
-                    self.consumer.commit_async(offsets)
+                self.consumer.commit(offsets)
             except Exception:
                 log.warning("commit_failed", exc_info=True)
         self.metrics.snapshot_seconds.observe(time.perf_counter() - t0)
-        return len(shards)
+        return offsets
 
     def _status(self) -> str:
         p = self.processor
@@ -324,16 +364,19 @@ class Daemon:
         self.notifier.ready(self._status())
 
     # ---- rebalance (on the consumer's IO thread; main thread is inside poll) ----------
-    def _on_revoked(self, revoked) -> None:
+    def _on_revoked(self, revoked) -> dict:
+        """Snapshot + flush the shards losing a partition, drop them; return
+        the offsets for the caller to commit (step 3)."""
         self._pending_assign -= set(revoked)
         if self._closing:
-            return
+            return {}
+        self._revoked_at = time.monotonic()
         names = shard_names_for([(tp.topic, tp.partition) for tp in revoked], self.roles)
-        if names:
-            self.checkpoint(names, sync_commit=False)
+        offsets = self.checkpoint(names, commit=False) if names else {}
         for n in names:
             self.shards.pop(n, None)
         log.info("partitions_revoked", shards=names)
+        return offsets
 
     def _on_lost(self, lost) -> None:
         self._pending_assign -= set(lost)
@@ -346,6 +389,7 @@ class Daemon:
         # Keep the IO thread quick (heartbeats): pause the new partitions here,
         # restore their shards on the main thread right after poll() returns.
         assigned = set(assigned)
+        self._revoked_at = None
         self._pending_assign |= assigned
         if assigned:
             self.consumer.pause(*assigned)
@@ -394,6 +438,7 @@ class Daemon:
                 log.info("shard_restored", shard=name, positions=snap.positions, meta=snap.meta)
                 return shard
             except Exception as exc:  # bad signature, malformed header, unloadable state: refused loudly
+                self.snapshots_refused += 1
                 log.error("snapshot_refused", shard=name, error=str(exc),
                           action="rebuilding the shard from the start of the retained input")
         if kind == "join":

@@ -96,14 +96,16 @@ def _admin(cfg: Config, admin: Any) -> Iterator[Any]:
         client.close()
 
 
-def partition_counts(cfg: Config, admin: Any = None, timeout_s: float = 30.0) -> dict[str, int | None]:
+def partition_counts(cfg: Config, admin: Any = None, timeout_s: float = 30.0,
+                     expect_all: bool = False) -> dict[str, int | None]:
     """Partition count of each configured topic; ``None`` if it does not exist.
 
     A topic created a moment ago may be listed before its metadata is
-    complete; counts are read only once every partition has a leader."""
+    complete; counts are read only once every partition has a leader.
+    ``expect_all`` waits for every topic to appear (after creating them)."""
     names = [s.name for s in topic_specs(cfg)]
     with _admin(cfg, admin) as client:
-        present = set(client.list_topics())
+        present = set(names) if expect_all else set(client.list_topics())
         out: dict[str, int | None] = {n: None for n in names}
         wanted = [n for n in names if n in present]
         if wanted:
@@ -126,12 +128,8 @@ def create_topics(cfg: Config, admin: Any = None, timeout_s: float = 30.0) -> To
     report = TopicsReport()
     with _admin(cfg, admin) as client:
         counts = partition_counts(cfg, client, timeout_s)
+        _check_copartitioned(cfg, counts)
         inf, fb = counts[cfg.topics.inference], counts[cfg.topics.feedback]
-        if inf is not None and fb is not None and inf != fb:
-            raise TopicsError(
-                f"input topics are not co-partitioned: {cfg.topics.inference} has {inf} partitions, "
-                f"{cfg.topics.feedback} has {fb}; both must have the same count (topics.input_partitions="
-                f"{cfg.topics.input_partitions}) so one daemon instance sees both halves of a request")
         pinned = inf if inf is not None else fb
         todo: dict[str, dict[str, Any]] = {}
         for spec in specs:
@@ -154,10 +152,22 @@ def create_topics(cfg: Config, admin: Any = None, timeout_s: float = 30.0) -> To
                 raise
             except Exception as exc:
                 raise TopicsError(f"creating topic {name} failed: {exc!r}") from None
-        if report.created:
-            _wait_ready(client, report.created, timeout_s)
+        if todo:
+            # a topic created a moment ago may be missing from the broker's
+            # metadata cache (then its creation failed as "already exists"):
+            # check the outcome, not just the plan
+            _check_copartitioned(cfg, partition_counts(cfg, client, timeout_s, expect_all=True))
     log.info("topics.created", created=report.created, existing=report.existing)
     return report
+
+
+def _check_copartitioned(cfg: Config, counts: dict[str, int | None]) -> None:
+    inf, fb = counts[cfg.topics.inference], counts[cfg.topics.feedback]
+    if inf is not None and fb is not None and inf != fb:
+        raise TopicsError(
+            f"input topics are not co-partitioned: {cfg.topics.inference} has {inf} partitions, "
+            f"{cfg.topics.feedback} has {fb}; both must have the same count (topics.input_partitions="
+            f"{cfg.topics.input_partitions}) so one daemon instance sees both halves of a request")
 
 
 def _wait_ready(client: Any, names: list[str], timeout_s: float) -> None:

@@ -192,3 +192,27 @@ def test_kafka_future_callbacks_success_and_failure():
     assert (pub.sent, pub.failed) == (2, 1)
     assert reg.get_sample_value("stopwise_publisher_sent_total", {"kind": "feedback"}) == 2
     pub.close(1.0)
+
+
+def test_drop_log_line_is_rate_limited():
+    from structlog.testing import capture_logs
+
+    now = [0.0]
+
+    def down(**kw):
+        raise ConnectionError("down")
+
+    with capture_logs() as logs:
+        pub = EventPublisher("x", "inf", "fb", queue_size=10, producer_factory=down, clock=lambda: now[0],
+                             log_interval_s=10.0, retry_backoff_s=(0.005, 0.01))
+        for i in range(500):
+            pub.feedback(request_id=f"r{i}", ts=1.0, em=1)
+        assert wait_for(lambda: len(logs) >= 1, 5)
+        time.sleep(0.2)                      # many retries, same clock: no more lines
+        first = len(logs)
+        now[0] = 11.0                        # the interval passed: one more line
+        assert wait_for(lambda: len(logs) == first + 1, 5)
+        time.sleep(0.2)
+        pub.close(0.1)
+    assert first == 1 and len(logs) == 2
+    assert all(e["log_level"] == "warning" for e in logs) and logs[-1]["dropped_total"] == pub.dropped >= 490

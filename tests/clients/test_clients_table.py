@@ -6,7 +6,6 @@ import json
 import threading
 import time
 
-import pytest
 
 from stopwise.clients.table import ThresholdTable
 from stopwise.daemon.signing import sign_record
@@ -174,3 +173,14 @@ def test_unreachable_broker_serves_default_and_keeps_retrying():
         assert wait_for(lambda: len(attempts) >= 3, 5)
         assert t.decide("r", {"task": "qa"}).threshold == 0.9
         assert t.decide("r", {"task": "zz"}).threshold == 1.0
+
+
+def test_memoised_context_keys_match_the_keyer():
+    from stopwise.daemon.context import ContextKeyer
+
+    t = table()
+    keyer = ContextKeyer(("task", "domain"))
+    for ctx in ({"task": "qa"}, {"task": "qa", "domain": "a|b"}, {"domain": "x"}, {"task": "", "domain": "x"},
+                {"task": "qa", "domain": "f", "lang": "en"}, {}, {"task": "qa", "domain": "f"}):
+        assert t.key(ctx) == t.key(dict(ctx)) == keyer.key(ctx)
+    assert t.key({"task": ["unhashable"]}) == keyer.key({"task": ["unhashable"]})

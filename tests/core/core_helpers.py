@@ -52,6 +52,7 @@ class Loop:
         self.i = 0
         self.served: dict[str, list] = {}
         self.decisions: list = []
+        self.thresholds: dict[str, list[float]] = {}
 
     def lookup(self, ctx):
         for k in parents(self.keyer.key(ctx)):
@@ -77,12 +78,17 @@ class Loop:
                 s[0] += 1
                 s[1] += int(req.full_correct and full[k][2] != full[-1][2])
                 s[2] += 1.0 - full[k][0] / full[-1][0]
+                self.thresholds.setdefault(self.keyer.key(req.context), []).append(thr)
             self.core.on_inference(inf, now)
             self.core.on_feedback(fb, now + dt / 2)
             if self.i % tick_every == 0:
                 for d in self.core.tick(now):
                     self.table[d.record.context] = d.record
                     self.decisions.append(d)
+
+    def median_threshold(self, key: str) -> float:
+        vals = sorted(self.thresholds[key])
+        return vals[len(vals) // 2]
 
     def drop(self, key: str) -> float:
         s = self.served[key]

@@ -66,3 +66,10 @@ def test_complete_run_with_unknown_full_em_is_not_used_for_loss():
     cf = evaluate(ex, TAUS)
     assert cf.weight == 0.0 and cf.loss == (None,) * 5
     assert cf.cost[0] == pytest.approx(0.5)
+
+
+def test_tiny_propensity_is_clipped():
+    from stopwise.daemon.core.counterfactual import MAX_IPW
+
+    cf = evaluate(example(CPS, threshold=0.8, explore=True, propensity=1e-6), TAUS)
+    assert cf.weight == MAX_IPW

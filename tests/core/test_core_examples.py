@@ -35,3 +35,17 @@ def test_out_of_range_stop_index_is_refused():
     with pytest.raises(DecodeError) as exc:
         LabelledExample.from_bytes(bad)
     assert exc.value.reason == "out_of_range"
+
+
+@pytest.mark.parametrize("old,new,reason", [
+    (b'"ts":0.0', b'"ts":NaN', "not_finite"),
+    (b'"threshold":1.0', b'"threshold":1.5', "out_of_range"),
+    (b'[[10,0.5,"a"],[20,0.9,"b"]', b'[[20,0.5,"a"],[10,0.9,"b"]', "checkpoints_not_increasing"),
+])
+def test_invalid_numbers_are_refused(old, new, reason):
+    ex = from_events(inference(), feedback(), ContextKeyer(("task",)))
+    data = ex.to_bytes()
+    assert old in data
+    with pytest.raises(DecodeError) as exc:
+        LabelledExample.from_bytes(data.replace(old, new))
+    assert exc.value.reason == reason

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import pytest
-
 from stopwise.daemon.config import Config, GuardrailsConfig
 from stopwise.daemon.core.engine import Controller
 from stopwise.daemon.core.guardrails import Guardrails
@@ -82,7 +80,8 @@ def cfg(**guard_kw) -> Config:
     c = Config()
     g = dict(min_evidence=0.0, max_step=1.0, hysteresis=0.01)
     g.update(guard_kw)
-    return c.model_copy(update={"guardrails": c.guardrails.model_copy(update=g)})
+    return c.model_copy(update={"guardrails": c.guardrails.model_copy(update=g),
+                                "context": c.context.model_copy(update={"min_support": 0})})
 
 
 def test_hysteresis_suppresses_small_changes():

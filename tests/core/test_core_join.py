@@ -83,3 +83,24 @@ def test_clock_stepping_back_does_not_expire_early():
     j.add_inference(inference("b"), 50.0)     # clock stepped back: treated as 100
     assert j.expire(105.0) == 0
     assert j.expire(111.0) == 2
+
+
+from hypothesis import given, strategies as st
+
+
+@given(st.lists(st.tuples(st.integers(0, 7), st.booleans()), max_size=60))
+def test_any_arrival_order_joins_each_request_at_most_once(events):
+    """Property: whatever the order and duplication, a request is joined
+    exactly once iff both halves arrived (no TTL, no cap pressure here)."""
+    j = joiner(ttl=1e9, cap=1000)
+    joined: list[str] = []
+    seen: dict[str, set] = {}
+    for t, (rid_n, is_inf) in enumerate(events):
+        rid = f"r{rid_n}"
+        seen.setdefault(rid, set()).add(is_inf)
+        out = j.add_inference(inference(rid), float(t)) if is_inf else j.add_feedback(feedback(rid), float(t))
+        joined += [ex.request_id for ex in out]
+    assert len(joined) == len(set(joined))
+    assert set(joined) == {rid for rid, halves in seen.items() if halves == {True, False}}
+    assert j.stats.joined + len(j) == len(seen)
+    assert j.stats.duplicates == len(events) - sum(len(h) for h in seen.values())

@@ -3,6 +3,7 @@ measured in a background thread that survives broker errors."""
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Callable
 
@@ -134,3 +135,24 @@ def test_monitor_recovers_after_failures(make_config) -> None:
         assert monitor.failures == 0
     finally:
         monitor.stop()
+
+
+def test_monitor_bounded_against_a_broker_that_never_answers() -> None:
+    # a TCP listener that accepts and never replies: every Kafka call must time out, not hang
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        bootstrap = f"127.0.0.1:{hole.getsockname()[1]}"
+        cfg = Config().model_copy(update={"kafka": Config().kafka.model_copy(update={"bootstrap": bootstrap})})
+        metrics = Metrics()
+        monitor = LagMonitor(cfg, metrics, interval_s=0.05, timeout_s=1.0, max_backoff_s=0.2)
+        monitor.start()
+        try:
+            assert wait_until(lambda: (metrics.registry.get_sample_value("stopwise_lag_errors_total") or 0) >= 2,
+                              timeout_s=30)
+        finally:
+            t0 = time.monotonic()
+            monitor.stop()
+            stopped_in = time.monotonic() - t0
+        assert stopped_in < 2.5
+        assert monitor.snapshot() == {}

@@ -71,7 +71,8 @@ def test_missing_input_topic_follows_the_existing_one(make_config) -> None:
     cfg = make_config(create=False, topics={"input_partitions": 2})
     admin = admin_client(cfg)
     try:
-        admin.create_topics({cfg.topics.feedback: {"num_partitions": 5, "replication_factor": 1}})
+        admin.create_topics({cfg.topics.feedback: {"num_partitions": 5, "replication_factor": 1}},
+                            wait_for_metadata=True)
     finally:
         admin.close()
     report = create_topics(cfg)
@@ -122,3 +123,14 @@ def test_unreachable_cluster_is_a_clear_error() -> None:
         update={"bootstrap": f"127.0.0.1:{free_port()}", "request_timeout_ms": 1500})})
     with pytest.raises(TopicsError, match="cannot reach Kafka"):
         create_topics(cfg)
+
+
+def test_make_config_isolates_tests_and_merges_sections(make_config) -> None:
+    a = make_config(budget={"em_drop": 0.02}, topics={"input_partitions": 3})
+    b = make_config(create=False)
+    assert a.budget.em_drop == 0.02 and a.budget.confidence == Config().budget.confidence
+    assert a.topics.inference != b.topics.inference and a.kafka.group_id != b.kafka.group_id
+    assert a.metrics.port == 0 and a.publish.interval_s < Config().publish.interval_s
+    counts = partition_counts(a)
+    assert all(n is not None for n in counts.values()) and counts[a.topics.inference] == 3
+    assert all(n is None for n in partition_counts(b).values())

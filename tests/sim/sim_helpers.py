@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stopwise.daemon.config import Config, parse_config
 from stopwise.daemon.records import ThresholdRecord
 
 

@@ -130,3 +130,15 @@ def test_cheaply_built_events_are_valid_records(cfg):
         assert decode_inference(ev.to_bytes()) == ev
     for ev, _ in core.feedbacks:
         assert decode_feedback(ev.to_bytes()) == ev
+
+
+def test_idle_gaps_are_crossed_without_ticking_every_interval(cfg):
+    rows = [row("a", 0.0, CPS, present=False), row("b", 1e7, CPS, present=False)]
+    core = ScriptedCore({})
+    res = simulate(world(rows), cfg, core=core)
+    assert len(res.outcomes) == 2
+    stride = cfg.publish.record_ttl_s / 8
+    assert len(core.ticks) < 1e7 / stride + stride / cfg.publish.interval_s + 10   # 1 s ticks only near traffic
+    gaps = [b - a for a, b in zip(core.ticks, core.ticks[1:])]
+    assert max(gaps) <= cfg.publish.record_ttl_s / 8 + 1e-6
+    assert all(abs(t - round(t)) < 1e-6 for t in core.ticks)      # still on the 1 s grid

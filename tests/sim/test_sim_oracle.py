@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import random
 
 from hypothesis import given, strategies as st
 
-from stopwise.daemon.config import Config, parse_config
+from stopwise.daemon.config import parse_config
 from stopwise.daemon.stoprule import stop_index
 from stopwise.sim.oracle import compute_oracle, grid_outcomes, oracle_grid, window_bounds
 from stopwise.sim.world import WorldRequest

@@ -1,0 +1,261 @@
+"""The daemon through the real broker: throughput vs a bare consumer, and
+feedback-to-published-threshold latency at a steady load.
+
+Throughput (same run, same pre-filled input topics):
+
+* baseline: a bare kafka-python consumer (no group, assign + seek to the
+  beginning) reading every record of the inference and feedback topics;
+* daemon (input): the in-process Daemon consuming and processing the same
+  records (decode, join, produce the labelled examples), from its
+  assignment to the last input record consumed;
+* daemon (end to end): the same, until every labelled example has also been
+  consumed back from the examples topic and learned by the Controller.
+
+Latency: background traffic of the three contexts at ``--rate`` requests/s;
+every ``1/--probe-rate`` s a probe request of a NEVER-SEEN context
+(``task=probe|domain=p<i>``, min_support 0) is produced, inference first,
+then its feedback. Latency = time from producing the probe's feedback to
+the moment a tailing consumer of the thresholds topic sees the first record
+for that context (the join, the examples hop, learning, the next tick and
+publication, and the fetch). Publish interval ``--interval`` s.
+
+    /tmp/venv/bin/python bench/bench_daemon.py                # uses $STOPWISE_BOOTSTRAP or starts a LocalBroker
+    /tmp/venv/bin/python bench/bench_daemon.py --n 20000 --latency-s 30 --out bench/results/daemon_table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from stopwise.daemon.config import Config, parse_config
+from stopwise.daemon.records import decode_feedback, decode_inference
+from stopwise.daemon.shell.kafka_io import client_kwargs
+from stopwise.daemon.shell.runner import Daemon
+from stopwise.daemon.shell.topics import create_topics
+from stopwise.sim.traces import THREE_CONTEXTS, ContextProfile, make_request, to_events
+
+SERVED = {"extract": 0.7, "qa": 0.93, "math": 0.99}
+
+
+def make_cfg(bootstrap: str, **sections) -> Config:
+    s = uuid.uuid4().hex[:8]
+    base = {
+        "kafka": {"bootstrap": bootstrap, "group_id": f"bench{s}", "client_id": f"bench{s}",
+                  "max_poll_records": 2000, "poll_timeout_ms": 100},
+        "topics": {**{n: f"bench{s}.{n}" for n in ("inference", "feedback", "examples", "thresholds", "decisions",
+                                                    "state", "dlq")}, "input_partitions": 2, "examples_partitions": 2},
+        "snapshot": {"interval_s": 30.0}, "metrics": {"enabled": False},
+    }
+    for k, v in sections.items():
+        base.setdefault(k, {}).update(v)
+    cfg = parse_config(base, file="<bench>")
+    create_topics(cfg)
+    return cfg
+
+
+def prefill(cfg: Config, n: int, seed: int = 1) -> int:
+    rng = random.Random(seed)
+    prod = KafkaProducer(**client_kwargs(cfg), acks=1, linger_ms=20, batch_size=512 * 1024)
+    now = time.time()
+    for i in range(n):
+        req = make_request(rng, THREE_CONTEXTS[i % 3], f"b{i}", now)
+        inf, fb = to_events(req, SERVED[req.context["task"]], 0.1)
+        prod.send(cfg.topics.inference, key=inf.request_id.encode(), value=inf.to_bytes())
+        prod.send(cfg.topics.feedback, key=fb.request_id.encode(), value=fb.to_bytes())
+    prod.flush(120)
+    prod.close()
+    return 2 * n
+
+
+def bare_consumer(cfg: Config, total: int, decode: bool = False) -> float:
+    c = KafkaConsumer(**client_kwargs(cfg), group_id=None, enable_auto_commit=False, max_poll_records=2000)
+    tps = [TopicPartition(t, p) for t in (cfg.topics.inference, cfg.topics.feedback)
+           for p in sorted(c.partitions_for_topic(t))]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    got, t0 = 0, None
+    deadline = time.monotonic() + 300
+    while got < total and time.monotonic() < deadline:
+        batch = c.poll(timeout_ms=200)
+        if batch and t0 is None:
+            t0 = time.perf_counter()
+        for tp, recs in batch.items():
+            got += len(recs)
+            if decode:
+                fn = decode_inference if tp.topic == cfg.topics.inference else decode_feedback
+                for r in recs:
+                    fn(r.value)
+    dt = time.perf_counter() - t0
+    c.close()
+    return dt
+
+
+def daemon_run(cfg: Config, total: int, n_examples: int) -> tuple[float, float]:
+    d = Daemon(cfg, lag_monitor=False)
+    stop = threading.Event()
+    th = threading.Thread(target=d.run, args=(stop,), daemon=True)
+    th.start()
+    while not d.assigned_once.is_set():
+        time.sleep(0.005)
+    t0 = time.perf_counter()
+    t_input = None
+    inputs = {cfg.topics.inference, cfg.topics.feedback}
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        consumed = sum(v for (topic,), v in _consumed(d).items() if topic in inputs)
+        if t_input is None and consumed >= total:
+            t_input = time.perf_counter() - t0
+        if d.processor.learned >= n_examples:
+            break
+        time.sleep(0.005)
+    t_all = time.perf_counter() - t0
+    stop.set()
+    th.join(60)
+    return t_input, t_all
+
+
+def _consumed(d: Daemon) -> dict:
+    out = {}
+    for metric in d.metrics.consumed.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total"):
+                out[(s.labels["topic"],)] = s.value
+    return out
+
+
+def latency(bootstrap: str, seconds: float, rate: float, probe_rate: float, interval: float) -> tuple[list[float], int]:
+    cfg = make_cfg(bootstrap, context={"min_support": 0, "max_contexts": 4096}, publish={"interval_s": interval})
+    d = Daemon(cfg, lag_monitor=False)
+    stop = threading.Event()
+    th = threading.Thread(target=d.run, args=(stop,), daemon=True)
+    th.start()
+    while not d.assigned_once.is_set():
+        time.sleep(0.01)
+    seen: dict[str, float] = {}
+    tail_stop = threading.Event()
+
+    def tail() -> None:
+        c = KafkaConsumer(**client_kwargs(cfg), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10)
+        tps = [TopicPartition(cfg.topics.thresholds, p) for p in sorted(c.partitions_for_topic(cfg.topics.thresholds))]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        while not tail_stop.is_set():
+            for recs in c.poll(timeout_ms=20).values():
+                now = time.perf_counter()
+                for r in recs:
+                    k = r.key.decode()
+                    if k not in seen:
+                        seen[k] = now
+        c.close()
+
+    tailer = threading.Thread(target=tail, daemon=True)
+    tailer.start()
+    prod = KafkaProducer(**client_kwargs(cfg), acks=1, linger_ms=0)
+    rng = random.Random(7)
+    sent_at: dict[str, float] = {}
+    t_end = time.perf_counter() + seconds
+    i = probe_i = 0
+    next_probe = time.perf_counter() + 1.0
+    while time.perf_counter() < t_end:
+        req = make_request(rng, THREE_CONTEXTS[i % 3], f"l{i}", time.time())
+        inf, fb = to_events(req, SERVED[req.context["task"]], 0.1)
+        prod.send(cfg.topics.inference, key=inf.request_id.encode(), value=inf.to_bytes())
+        prod.send(cfg.topics.feedback, key=fb.request_id.encode(), value=fb.to_bytes())
+        i += 1
+        if time.perf_counter() >= next_probe:
+            prof = ContextProfile({"task": "probe", "domain": f"p{probe_i}"}, p_correct=0.8, calibration=0.99)
+            preq = make_request(rng, prof, f"probe{probe_i}", time.time())
+            pinf, pfb = to_events(preq, 1.0, 0.0)
+            prod.send(cfg.topics.inference, key=pinf.request_id.encode(), value=pinf.to_bytes())
+            prod.flush()
+            prod.send(cfg.topics.feedback, key=pfb.request_id.encode(), value=pfb.to_bytes())
+            sent_at[f"task=probe|domain=p{probe_i}"] = time.perf_counter()
+            prod.flush()
+            probe_i += 1
+            next_probe += 1.0 / probe_rate
+        time.sleep(max(0.0, 1.0 / rate))
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline and not all(k in seen for k in sent_at):
+        time.sleep(0.05)
+    tail_stop.set()
+    stop.set()
+    th.join(60)
+    tailer.join(10)
+    prod.close()
+    return [seen[k] - t for k, t in sent_at.items() if k in seen], len(sent_at) - sum(k in seen for k in sent_at)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=20000, help="requests pre-filled (2 input records each)")
+    ap.add_argument("--latency-s", type=float, default=30.0)
+    ap.add_argument("--rate", type=float, default=200.0, help="background requests/s during the latency run")
+    ap.add_argument("--probe-rate", type=float, default=4.0)
+    ap.add_argument("--interval", type=float, default=0.2, help="publish.interval_s for the latency run")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    broker = None
+    bootstrap = os.environ.get("STOPWISE_BOOTSTRAP", "").strip()
+    if not bootstrap:
+        from stopwise.daemon.kafka_broker import LocalBroker
+        broker = LocalBroker(Path(tempfile.mkdtemp(prefix="bench-broker-")))
+        bootstrap = broker.start(timeout=180)
+    try:
+        cfg = make_cfg(bootstrap)
+        total = prefill(cfg, args.n)
+        t_bare = bare_consumer(cfg, total)
+        t_decode = bare_consumer(cfg, total, decode=True)
+        t_input, t_all = daemon_run(cfg, total, args.n)
+        lat, missing = latency(bootstrap, args.latency_s, args.rate, args.probe_rate, args.interval)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+    bare = total / t_bare
+    rows = [
+        ("bare kafka-python consumer (baseline)", bare, 1.0),
+        ("bare consumer + record decoding/validation only", total / t_decode, (total / t_decode) / bare),
+        ("daemon: input consumed + joined + examples produced", total / t_input, (total / t_input) / bare),
+        ("daemon: end to end (examples learned)", total / t_all, (total / t_all) / bare),
+    ]
+    lines = [
+        f"Daemon through the real broker: {args.n} requests = {total} input records (inference + feedback), "
+        f"2 partitions each, Python {platform.python_version()}",
+        "",
+        "| reader | input records/s | ratio to bare consumer |",
+        "|---|---:|---:|",
+        *[f"| {name} | {rate:,.0f} | {ratio:.2f} |" for name, rate, ratio in rows],
+        "",
+        f"Feedback-to-published-threshold latency: {len(lat)} probes over {args.latency_s:.0f} s, background "
+        f"{args.rate:.0f} req/s, publish interval {args.interval} s, {missing} probe(s) never published",
+        "",
+        "| p50 | p90 | p99 | max |",
+        "|---:|---:|---:|---:|",
+        (f"| {pct(lat, .5) * 1000:.0f} ms | {pct(lat, .9) * 1000:.0f} ms | {pct(lat, .99) * 1000:.0f} ms "
+         f"| {max(lat) * 1000:.0f} ms |") if lat else "| - | - | - | - |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stopwise.daemon.core.estimator import TauStats
+from stopwise.policies import make_policy
+from stopwise.policies.ab import ABPolicy, confidence_radius
+from stopwise.policies.base import View, ltt_index
+from stopwise.sim.traces import THREE_CONTEXTS
+
+from policy_helpers import TAUS, outcomes, view_for
+
+EASY, MIDDLE, RISKY = THREE_CONTEXTS
+
+
+def stats(ucb, loss=None, cost=None, n=5000.0):
+    k = len(ucb)
+    return TauStats(TAUS[-k:] if k != len(TAUS) else TAUS, tuple(loss or [u / 2 for u in ucb]), tuple(ucb),
+                    tuple(cost or [0.3 + 0.1 * i for i in range(k)]), n, int(n), int(n))
+
+
+# ---- reference ---------------------------------------------------------
+
+def test_reference_picks_lowest_tau_certified_for_it_and_all_more_conservative():
+    ucb = [0.002, 0.02, 0.003, 0.004, 0.006, 0.008, 0.009, 0.0]   # 0.6 breaks the sequence
+    st = TauStats(TAUS, tuple(u / 2 for u in ucb), tuple(ucb), tuple([0.5] * 7 + [1.0]), 5000, 5000, 5000)
+    assert TAUS[ltt_index(st, 0.01)] == 0.7
+    p = make_policy("reference").decide("*", View("*", st, 0.01), 0.0)
+    assert p.threshold == 0.7 and p.est_loss_ucb == pytest.approx(0.003)
+
+
+def test_reference_learns_different_thresholds_for_different_risk():
+    pol = make_policy("reference")
+    got = {}
+    for prof in (EASY, RISKY):
+        outs = outcomes(3000, seed=1, profile=prof)
+        got[prof.context["task"]] = pol.decide(prof.context["task"], view_for(outs), 0.0).threshold
+    assert got["extract"] < got["math"]
+
+
+def test_reference_integral_tightens_after_realized_losses():
+    pol = make_policy("reference")
+    view = view_for(outcomes(3000, seed=2, profile=EASY))
+    base = pol.decide("k", view, 0.0).threshold
+    # explored runs on which the served threshold lost EM
+    bad = [o for o in outcomes(4000, seed=5, profile=RISKY, threshold=0.6, explore_rate=1.0)
+           if o.served_observation == 1][:20]
+    assert len(bad) == 20
+    for o in bad:
+        pol.learn_one("k", o)
+    tighter = pol.decide("k", view, 1.0)
+    assert pol.budget_ratio("k") < 0.7
+    assert tighter.threshold > base
+
+
+def test_reference_holds_current_threshold_inside_the_band():
+    ucb = [0.5, 0.5, 0.5, 0.0095, 0.0092, 0.006, 0.003, 0.0]
+    st = TauStats(TAUS, tuple([0.0] * 8), tuple(ucb), tuple([0.5] * 7 + [1.0]), 5000, 5000, 5000)
+    pol = make_policy("reference")
+    # from 0.9 it does not jump to 0.8 (0.0095 > 0.9 * budget) ...
+    assert pol.decide("*", View("*", st, 0.01, current_threshold=0.9), 0.0).threshold == 0.9
+    # ... but already at 0.8 it stays there (still under the budget)
+    assert pol.decide("*", View("*", st, 0.01, current_threshold=0.8), 0.0).threshold == 0.8
+    # and if the current one is no longer certified it retreats at once
+    assert pol.decide("*", View("*", st, 0.009, current_threshold=0.8), 0.0).threshold == 0.95
+
+
+def test_reference_exploration_rises_with_uncertainty():
+    pol = make_policy("reference")
+    few = pol.decide("*", view_for(outcomes(300, seed=1, profile=MIDDLE)), 0.0)
+    many = pol.decide("*", view_for(outcomes(6000, seed=1, profile=MIDDLE)), 0.0)
+    empty = pol.decide("*", view_for([]), 0.0)
+    assert few.explore_rate > many.explore_rate
+    assert 0.02 <= many.explore_rate <= 0.25 and empty.explore_rate == 0.2
+
+
+# ---- static, naive, offline ---------------------------------------------
+
+def test_static_is_static():
+    pol = make_policy("static", threshold=0.95)
+    for o in outcomes(100):
+        pol.learn_one("*", o)
+    assert pol.decide("*", view_for([]), 0.0).threshold == 0.95
+
+
+def test_naive_moves_up_after_a_drop_and_down_otherwise():
+    pol = make_policy("naive", min_observations=10)
+    view = view_for([])
+    clean = [o for o in outcomes(400, seed=1, profile=EASY, threshold=0.99, explore_rate=1.0)
+             if o.served_observation == 0][:10]
+    for o in clean:
+        pol.learn_one("*", o)
+    assert pol.decide("*", view, 0.0).threshold == 0.99           # one step down from 1.0
+    bad = next(o for o in outcomes(2000, seed=2, profile=RISKY, threshold=0.6, explore_rate=1.0)
+               if o.served_observation == 1)
+    pol.learn_one("*", bad)
+    assert pol.decide("*", view, 1.0).threshold == 1.0            # up two steps (capped at 1.0)
+
+
+def test_offline_calibrates_then_freezes():
+    pol = make_policy("offline", n_calibration=2000)
+    outs = outcomes(2000, seed=1, profile=EASY)
+    view = view_for([])
+    for o in outs[:1000]:
+        pol.learn_one("*", o)
+    assert pol.decide("*", view, 0.0).threshold == 1.0            # still calibrating
+    for o in outs[1000:]:
+        pol.learn_one("*", o)
+    frozen = pol.decide("*", view, 1.0).threshold
+    assert frozen < 1.0
+    for o in outcomes(3000, seed=2, profile=RISKY):                # drift: ignored once frozen
+        pol.learn_one("*", o)
+    assert pol.decide("*", view, 2.0).threshold == frozen
+
+
+# ---- bandit ----------------------------------------------------------------
+
+def test_bandit_prefers_savings_without_losses_and_avoids_risky_arms():
+    easy = make_policy("bandit", seed=1)
+    for o in outcomes(3000, seed=1, profile=EASY):
+        easy.learn_one("*", o)
+    risky = make_policy("bandit", seed=1)
+    for o in outcomes(3000, seed=1, profile=RISKY):
+        risky.learn_one("*", o)
+    view = view_for([])
+    t_easy = easy.decide("*", view, 0.0).threshold
+    t_risky = risky.decide("*", view, 0.0).threshold
+    assert t_easy < t_risky
+    assert t_risky >= 0.95
+
+
+def test_bandit_rejects_unknown_algorithm():
+    with pytest.raises(ValueError):
+        make_policy("bandit", algorithm="nope")
+    assert make_policy("bandit", algorithm="epsilon_greedy").decide("*", view_for([]), 0.0).threshold == 1.0
+
+
+# ---- ab -------------------------------------------------------------------
+
+def test_ab_splits_by_context_and_detects_the_better_arm():
+    pol = ABPolicy(a=make_policy("static", threshold=1.0), b=make_policy("static", threshold=0.8), split=0.5)
+    keys = [f"task=t{i}" for i in range(40)]
+    arms = {k: pol.arm(k) for k in keys}
+    assert set(arms.values()) == {"a", "b"}
+    assert all(pol.arm(k) == a for k, a in arms.items())          # stable
+    view = view_for([])
+    assert {pol.decide(k, view, 0.0).threshold for k in keys} == {1.0, 0.8}
+    # served traffic: arm a's contexts saved nothing, arm b's (easy traffic at 0.8) saved tokens
+    ka = next(k for k in keys if arms[k] == "a")
+    kb = next(k for k in keys if arms[k] == "b")
+    for o in outcomes(1500, seed=1, profile=EASY, threshold=1.0, explore_rate=1.0):
+        pol.learn_one(ka, o)
+    assert pol.comparison()["decided"] is None                    # only one arm observed
+    for o in outcomes(1500, seed=2, profile=EASY, threshold=0.8, explore_rate=1.0):
+        pol.learn_one(kb, o)
+    cmp_ = pol.comparison()
+    assert cmp_["b"]["mean"] > cmp_["a"]["mean"] and cmp_["decided"] == "b"
+
+
+def test_confidence_sequence_shrinks_and_covers():
+    assert confidence_radius(0, 1.0, 0.05) == float("inf")
+    assert confidence_radius(100, 1.0, 0.05) > confidence_radius(10000, 1.0, 0.05) > 0
+
+
+# ---- load_aware, ensemble ------------------------------------------------
+
+def test_load_aware_spends_more_under_load_and_less_on_critical_contexts():
+    outs = outcomes(4000, seed=1, profile=MIDDLE)
+    view = view_for(outs, "task=qa|domain=finance", budget=0.02)
+    pol = make_policy("load_aware", critical=("task=qa",), critical_fraction=0.3)
+    assert pol.is_critical("task=qa|domain=finance") and not pol.is_critical("task=math")
+    idle = make_policy("load_aware").decide("k", dataclasses.replace(view, load=0.0), 0.0).threshold
+    busy = make_policy("load_aware").decide("k", dataclasses.replace(view, load=1.0), 0.0).threshold
+    crit = pol.decide("task=qa|domain=finance", dataclasses.replace(view, load=1.0), 0.0).threshold
+    assert busy <= idle and busy <= crit
+    assert busy < crit or busy < idle
+
+
+def test_ensemble_combinations():
+    view = view_for([])
+    mk = lambda c: make_policy("ensemble", policies=[{"name": "static", "threshold": 0.9},
+                                                     {"name": "static", "threshold": 0.95},
+                                                     {"name": "static", "threshold": 0.8}], combine=c)
+    assert mk("max").decide("*", view, 0).threshold == 0.95
+    assert mk("min").decide("*", view, 0).threshold == 0.8
+    assert mk("median").decide("*", view, 0).threshold == 0.9
+    with pytest.raises(ValueError):
+        mk("mean")

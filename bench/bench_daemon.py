@@ -5,6 +5,8 @@ Throughput (same run, same pre-filled input topics):
 
 * baseline: a bare kafka-python consumer (no group, assign + seek to the
   beginning) reading every record of the inference and feedback topics;
+* reference: the same bare consumer also decoding/validating every record
+  (``decode_inference``/``decode_feedback``), to separate the decode cost;
 * daemon (input): the in-process Daemon consuming and processing the same
   records (decode, join, produce the labelled examples), from its
   assignment to the last input record consumed;
@@ -29,7 +31,6 @@ import argparse
 import os
 import platform
 import random
-import statistics
 import tempfile
 import threading
 import time

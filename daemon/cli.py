@@ -72,7 +72,11 @@ _register_all()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: logs go to stderr (commands that know their
+    config, like ``run``, reconfigure from it); results go to stdout."""
+    from .logs import configure_logging
+
+    configure_logging("auto", "WARNING", stream=sys.stderr)
     app(prog_name="stopwise")
 
 

@@ -143,7 +143,7 @@ class LocalBroker:
 
     def __init__(self, workdir: Path, cache_dir: Path | None = None, version: str = KAFKA_VERSION,
                  overrides: Mapping[str, object] | None = None, jvm_flags: tuple[str, ...] = JVM_FLAGS) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).expanduser().resolve()
         self.version = version
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(version)
         self.overrides = dict(overrides or {})
@@ -407,8 +407,11 @@ class _Stderr:
 
 
 def cli_logging_to_stderr() -> None:
-    """CLI commands print only their result on stdout: structlog goes to stderr."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))  # type: ignore[arg-type]
+    """CLI commands print only their result on stdout: logs go to stderr
+    (through the shared pipeline of :mod:`stopwise.daemon.logs`)."""
+    from .logs import configure_logging
+
+    configure_logging("console", "INFO", stream=_Stderr())  # type: ignore[arg-type]
 
 
 _cli_logging = cli_logging_to_stderr

@@ -43,6 +43,37 @@ def make_producer(cfg: Config, **overrides) -> KafkaProducer:
     return KafkaProducer(**kw)
 
 
+class CheckedProducer:
+    """A producer wrapper that counts failed deliveries (after the client's own
+    retries), so a checkpoint never records input positions past output that
+    was lost. ``failures`` is reset by :meth:`take_failures`."""
+
+    def __init__(self, producer) -> None:
+        self.producer = producer
+        self.failures = 0
+        self.last_error: BaseException | None = None
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = exc
+
+    def send(self, topic: str, value=None, key=None, headers=None, partition=None):
+        fut = self.producer.send(topic, value=value, key=key, headers=headers, partition=partition)
+        fut.add_errback(self._failed)
+        return fut
+
+    def take_failures(self) -> tuple[int, BaseException | None]:
+        n, err = self.failures, self.last_error
+        self.failures, self.last_error = 0, None
+        return n, err
+
+    def flush(self, timeout=None) -> None:
+        self.producer.flush(timeout=timeout)
+
+    def close(self, timeout=None) -> None:
+        self.producer.close(timeout=timeout)
+
+
 def make_group_consumer(cfg: Config, **overrides) -> KafkaConsumer:
     """The daemon's group consumer: range assignment (co-partitioned inputs
     land on the same member), manual commits, earliest when nothing is known."""

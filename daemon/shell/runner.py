@@ -3,8 +3,8 @@
 One consumer group over the inference, feedback and examples topics (range
 assignment, so inference p and feedback p land on the same member). State is
 sharded per partition (see :mod:`.shards`) and restored from the compacted
-state topic on assignment; the snapshot's positions are authoritative over
-committed offsets.
+state topic on assignment (see :mod:`.assignment`); the snapshot's positions
+are authoritative over committed offsets.
 
 Checkpoint order (periodic, on revoke and at shutdown), always in this order:
 
@@ -35,51 +35,24 @@ from typing import Callable, Mapping
 
 import structlog
 from kafka import TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Config, load_config
-from ..context import ContextKeyer
-from ..core.engine import Controller, dump_state, load_state
-from ..core.join import Joiner
+from ..core.engine import dump_state
 from ..errors import ConfigError
+from .assignment import Assignment
 from .control import KILL_SWITCH_KEY, parse_control
 from .dlq import DeadLetters
-from .kafka_io import CompactedView, make_group_consumer, make_producer, make_reader, owner_partition
+from .kafka_io import CheckedProducer, CompactedView, make_group_consumer, make_producer, make_reader, owner_partition
 from .processing import Processor
 from .publisher import Publisher
-from .shards import Shard, shard_inputs, shard_names_for
-from .snapshots import Snapshot, parse_pos_key
+from .shards import Shard
+from .snapshots import parse_pos_key
 
 log = structlog.get_logger("stopwise.shell.runner")
 
 
-class _Listener(AsyncConsumerRebalanceListener):
-    """Runs on kafka-python's IO loop while the main thread waits in poll().
-
-    Async so the revoke-time commit can be awaited on the loop (a blocking
-    commit from a sync listener is refused by kafka-python, and an async
-    fire-and-forget commit racing the re-join can wedge it)."""
-
-    def __init__(self, daemon: "Daemon") -> None:
-        self.daemon = daemon
-
-    async def on_partitions_revoked(self, revoked):
-        offsets = self.daemon._on_revoked(revoked)
-        if offsets:
-            try:  # the same coroutine kafka-python awaits for its own pre-rebalance commit
-                await self.daemon.consumer._coordinator._commit_offsets_sync_async(offsets)
-            except Exception as exc:  # positions live in the snapshots; the commit is advisory
-                log.warning("revoke_commit_failed", error=repr(exc))
-
-    async def on_partitions_assigned(self, assigned):
-        self.daemon._on_assigned(assigned)
-
-    async def on_partitions_lost(self, lost):
-        self.daemon._on_lost(lost)
-
-
-class Daemon:
+class Daemon(Assignment):
     """``Daemon(config).run(stop_event)``; the ``stopwise run`` command builds
     one from the config file and installs the signal handlers."""
 
@@ -114,6 +87,7 @@ class Daemon:
         self.ticks = 0
         self.snapshots_written = 0
         self.snapshots_refused = 0
+        self._output_lost = False
 
     # ---- flags (signal handlers call these) -------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -132,7 +106,7 @@ class Daemon:
         """Run until stopped (``request_stop``, a signal, or ``stop_event``); exit code."""
         cfg = self.cfg
         key = cfg.security.hmac_key()
-        self.producer = self._producer_factory(cfg)
+        self.producer = CheckedProducer(self._producer_factory(cfg))
         self.publisher = Publisher(self.producer, cfg.topics.thresholds, cfg.topics.decisions, key, self.metrics)
         self.dlq = DeadLetters(self.producer, cfg.topics.dlq, self.metrics)
         self.processor = Processor(self, self.dlq)
@@ -181,36 +155,6 @@ class Daemon:
         finally:
             self._shutdown(lag)
         return 0
-
-    def _subscribe(self) -> None:
-        cfg = self.cfg
-        self.consumer = self._consumer_factory(cfg)
-        self.consumer.subscribe(topics=[cfg.topics.inference, cfg.topics.feedback, cfg.topics.examples],
-                                listener=_Listener(self))
-        # Load the subscribed topics' metadata before the first join: kafka-python
-        # 3.0.x re-joins when the leader assigned from an empty metadata snapshot, and
-        # that second join can be dropped half-way (the member then never gets partitions).
-        self.consumer.topics()
-        self._revoked_at = None
-
-    def _check_rebalance_stall(self) -> None:
-        """Safety net for a re-join that never completes: rebuild the consumer
-        (nothing is lost: revoked shards were snapshotted and dropped)."""
-        limit = max(30.0, 3 * self.cfg.kafka.session_timeout_ms / 1000)
-        if self._revoked_at is None or time.monotonic() - self._revoked_at < limit:
-            return
-        log.error("rebalance_stalled", seconds=round(time.monotonic() - self._revoked_at, 1),
-                  action="recreating the group consumer")
-        self._closing = True
-        try:
-            self.consumer.close(autocommit=False)
-        except Exception:
-            log.exception("close_failed")
-        finally:
-            self._closing = False
-        self.shards.clear()
-        self._pending_assign = set()
-        self._subscribe()
 
     def _start_lag(self):
         if not self._want_lag:
@@ -279,6 +223,14 @@ class Daemon:
         Returns the offsets of step 3 (committed here unless ``commit`` is
         False: the revoke listener awaits the commit on the IO loop)."""
         t0 = time.perf_counter()
+        # 0. output lost since the last checkpoint (delivery failed after retries): do not
+        #    snapshot positions past it; crash and replay from the last good snapshot instead
+        self.producer.flush()
+        failed, err = self.producer.take_failures()
+        if failed or self._output_lost:
+            self._output_lost = True  # sticky: the shutdown checkpoint must refuse too
+            raise RuntimeError(f"{failed} record(s) could not be delivered since the last checkpoint "
+                               f"(last error: {err!r}); refusing to snapshot past lost output")
         shards = [self.shards[n] for n in (names if names is not None else sorted(self.shards)) if n in self.shards]
         key = self.cfg.security.hmac_key()
         now = self.clock()
@@ -293,6 +245,10 @@ class Daemon:
             self.metrics.snapshots.inc()
         # 2. flush everything produced so far (outputs and snapshots)
         self.producer.flush()
+        failed, err = self.producer.take_failures()
+        if failed:  # a snapshot (or late output) was not written: keep the old commit, fail loudly
+            self._output_lost = True
+            raise RuntimeError(f"{failed} record(s) (snapshots included) could not be delivered: {err!r}")
         # 3. commit the same positions
         offsets = {}
         assigned = self.consumer.assignment() if hasattr(self, "consumer") else set()
@@ -336,18 +292,22 @@ class Daemon:
         if self.config_path is None:
             log.warning("reload_ignored", why="no config file")
             return
+        # Type=notify-reload: RELOADING first, and READY on every path, or
+        # `systemctl reload` waits for its timeout.
+        self.notifier.reloading()
         try:
             new = load_config(self.config_path, env=self.env)
-        except ConfigError as exc:
+            key = new.security.hmac_key()
+        except (ConfigError, OSError) as exc:
             log.error("reload_refused", error=str(exc), kept="previous config")
             self.metrics.reloads.labels(result="rejected").inc()
+            self.notifier.ready(f"reload refused ({exc}); {self._status()}")
             return
-        self.notifier.reloading()
         if new.kafka != self.cfg.kafka or new.topics != self.cfg.topics:
             log.warning("reload_partial", why="kafka/topics changes need a restart")
             new = new.model_copy(update={"kafka": self.cfg.kafka, "topics": self.cfg.topics})
         self.cfg = new
-        self.publisher.key = new.security.hmac_key()
+        self.publisher.key = key
         if new.guardrails.kill_switch and not self.kill_switch:
             self.kill_switch = True
         for shard in self.shards.values():
@@ -362,89 +322,3 @@ class Daemon:
                  budget=new.budget.em_drop)
         self.metrics.reloads.labels(result="applied").inc()
         self.notifier.ready(self._status())
-
-    # ---- rebalance (on the consumer's IO thread; main thread is inside poll) ----------
-    def _on_revoked(self, revoked) -> dict:
-        """Snapshot + flush the shards losing a partition, drop them; return
-        the offsets for the caller to commit (step 3)."""
-        self._pending_assign -= set(revoked)
-        if self._closing:
-            return {}
-        self._revoked_at = time.monotonic()
-        names = shard_names_for([(tp.topic, tp.partition) for tp in revoked], self.roles)
-        offsets = self.checkpoint(names, commit=False) if names else {}
-        for n in names:
-            self.shards.pop(n, None)
-        log.info("partitions_revoked", shards=names)
-        return offsets
-
-    def _on_lost(self, lost) -> None:
-        self._pending_assign -= set(lost)
-        names = shard_names_for([(tp.topic, tp.partition) for tp in lost], self.roles)
-        for n in names:
-            self.shards.pop(n, None)
-        log.warning("partitions_lost", shards=names, why="membership lost; state dropped unsnapshotted")
-
-    def _on_assigned(self, assigned) -> None:
-        # Keep the IO thread quick (heartbeats): pause the new partitions here,
-        # restore their shards on the main thread right after poll() returns.
-        assigned = set(assigned)
-        self._revoked_at = None
-        self._pending_assign |= assigned
-        if assigned:
-            self.consumer.pause(*assigned)
-        log.info("partitions_assigned", partitions=len(assigned))
-
-    def _finish_assignment(self) -> None:
-        """Restore the shards of newly assigned partitions from their latest
-        snapshots, seek to the snapshot positions, resume fetching."""
-        owned = set(self.consumer.assignment())
-        tps = self._pending_assign & owned
-        self._pending_assign = set()
-        names = [n for n in shard_names_for([(tp.topic, tp.partition) for tp in tps], self.roles)
-                 if n not in self.shards]
-        if names:
-            self.state_view.catch_up()
-        for name in names:
-            shard = self._restore(name)
-            self.shards[name] = shard
-            for topic, p in shard_inputs(name, self.roles):
-                tp = TopicPartition(topic, p)
-                if tp not in owned:
-                    continue
-                pos = shard.positions.get(f"{topic}:{p}")
-                if pos is None:
-                    self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek(tp, pos)
-        if tps:
-            self.consumer.resume(*tps)
-        self.processor.refresh_gauges()
-        log.info("shards_ready", shards=sorted(self.shards), restored=names)
-        self.assigned_once.set()
-
-    def _restore(self, name: str) -> Shard:
-        kind, _, p = name.partition("/")
-        blob = self.state_view.latest.get(name.encode())
-        if blob is not None:
-            try:
-                snap = Snapshot.decode(blob, self.cfg.security.hmac_key())
-                obj = load_state(snap.state)
-                shard = Shard(name, kind, int(p), obj, dict(snap.positions), dirty=False)
-                if kind == "learn":
-                    obj.reconfigure(self.cfg)
-                    if self.kill_switch:
-                        obj.set_kill_switch(True)
-                log.info("shard_restored", shard=name, positions=snap.positions, meta=snap.meta)
-                return shard
-            except Exception as exc:  # bad signature, malformed header, unloadable state: refused loudly
-                self.snapshots_refused += 1
-                log.error("snapshot_refused", shard=name, error=str(exc),
-                          action="rebuilding the shard from the start of the retained input")
-        if kind == "join":
-            obj = Joiner(self.cfg.join.ttl_s, self.cfg.join.max_entries, ContextKeyer(self.cfg.context.dimensions))
-        else:
-            obj = Controller(self.cfg)
-            if self.kill_switch:
-                obj.set_kill_switch(True)
-        return Shard(name, kind, int(p), obj, {})

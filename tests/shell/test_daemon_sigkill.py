@@ -9,6 +9,9 @@ import random
 import signal
 import time
 
+from kafka import TopicPartition
+
+from stopwise.daemon.shell.kafka_io import make_reader
 from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
 from .conftest import latest_snapshots, learn_totals, producer_for, read_topic, send_events, wait_until, write_config
@@ -32,6 +35,16 @@ def _stream(seed: int):
     return events
 
 
+def end_total(cfg, topic: str) -> int:
+    """Sum of the end offsets of ``topic``'s partitions."""
+    c = make_reader(cfg)
+    try:
+        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic)]
+        return sum(c.end_offsets(tps).values())
+    finally:
+        c.close()
+
+
 def _settled_totals(cfg, expected: int, timeout_s: float = 90.0):
     def done():
         snaps = latest_snapshots(cfg)
@@ -52,10 +65,15 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(make_config, daemon_
         first = daemon_process(config_file)
         wait_until(lambda: first.events("daemon_ready") or not first.alive(), 90, what="first daemon ready")
         assert first.alive(), first.log_file.read_text()[-3000:]
-        for chunk in chunks[: CHUNKS // 2]:
+        for chunk in chunks[: CHUNKS // 2 - 1]:
             send_events(producer, cfg, chunk)
-        # wait until a snapshot reflects some (not all) of the learning, then kill hard
+        # wait until a snapshot reflects some (not all) of the learning ...
         wait_until(lambda: learn_totals(latest_snapshots(cfg))[0] > 0, 90, step_s=0.2, what="a first learn snapshot")
+        # ... then kill hard while the join is producing examples (likely past its last snapshot)
+        before = end_total(cfg, cfg.topics.examples)
+        send_events(producer, cfg, chunks[CHUNKS // 2 - 1])
+        wait_until(lambda: end_total(cfg, cfg.topics.examples) >= before + 20, 60, step_s=0.02,
+                   what="joins in progress")
         first.signal(signal.SIGKILL)
         assert first.wait(30) == -signal.SIGKILL
         killed_at = learn_totals(latest_snapshots(cfg))[0]
@@ -77,6 +95,7 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(make_config, daemon_
     examples = len(read_topic(cfg, cfg.topics.examples))
     print(f"killed after {killed_at} snapshotted; examples topic {examples} records for {N_JOINABLE} ids; "
           f"{replayed:.0f} replayed duplicates ignored")
+    assert replayed == examples - N_JOINABLE, "every re-produced example was recognised as a duplicate"
 
     # the uninterrupted reference run: same input topics, fresh group/state/examples
     ref_cfg = make_config(**sections)

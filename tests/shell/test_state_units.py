@@ -108,3 +108,66 @@ def test_fast_example_encoding_is_byte_identical_to_to_bytes() -> None:
         ex = from_events(inf, fb, keyer)
         assert example_bytes(ex) == ex.to_bytes()
         assert LabelledExample.from_bytes(example_bytes(ex)) == ex
+
+
+class _FakeProducer:
+    """Futures fail for topics in ``failing`` (as after the client's retries)."""
+
+    def __init__(self, failing=()) -> None:
+        self.failing, self.sent, self.flushes = set(failing), [], 0
+
+    def send(self, topic, value=None, key=None, headers=None, partition=None):
+        from kafka.future import Future
+
+        self.sent.append((topic, key, value))
+        fut = Future()
+        if topic in self.failing:
+            fut.failure(RuntimeError(f"cannot deliver to {topic}"))
+        else:
+            fut.success(None)
+        return fut
+
+    def flush(self, timeout=None):
+        self.flushes += 1
+
+    def close(self, timeout=None):
+        pass
+
+
+def test_checked_producer_counts_delivery_failures() -> None:
+    from stopwise.daemon.shell.kafka_io import CheckedProducer
+
+    p = CheckedProducer(_FakeProducer(failing={"bad"}))
+    p.send("good", b"v")
+    p.send("bad", b"v")
+    p.send("bad", b"v")
+    n, err = p.take_failures()
+    assert n == 2 and "bad" in str(err)
+    assert p.take_failures() == (0, None)
+
+
+def test_checkpoint_refuses_to_snapshot_past_lost_output() -> None:
+    from stopwise.daemon.config import Config
+    from stopwise.daemon.core.join import Joiner
+    from stopwise.daemon.context import ContextKeyer
+    from stopwise.daemon.shell.kafka_io import CheckedProducer
+    from stopwise.daemon.shell.runner import Daemon
+    from stopwise.daemon.shell.shards import Shard
+
+    d = Daemon(Config(), lag_monitor=False)
+    fake = _FakeProducer(failing={"stopwise.examples"})
+    d.producer = CheckedProducer(fake)
+    d.shards = {"join/0": Shard("join/0", "join", 0, Joiner(60, 10, ContextKeyer(("task",))), {"stopwise.inference:0": 5})}
+    d.producer.send("stopwise.examples", b"lost example")
+    with pytest.raises(RuntimeError, match="refusing to snapshot"):
+        d.checkpoint()
+    with pytest.raises(RuntimeError):  # sticky: the shutdown checkpoint refuses too
+        d.checkpoint(force=True)
+    assert not [s for s in fake.sent if s[0] == "stopwise.state"]
+
+    ok = Daemon(Config(), lag_monitor=False)
+    good = _FakeProducer()
+    ok.producer = CheckedProducer(good)
+    ok.shards = dict(d.shards)
+    ok.checkpoint(force=True)
+    assert [s[1] for s in good.sent if s[0] == "stopwise.state"] == [b"join/0"]

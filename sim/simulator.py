@@ -66,11 +66,14 @@ def resolve_policy(name: str) -> tuple[str, dict[str, Any]]:
     return name, {}
 
 
-def build_policy(name: str) -> Any:
-    """A fresh policy object for ``name`` (alias-aware)."""
+def build_policy(name: str, config: Config | None = None) -> Any:
+    """A fresh policy object for ``name`` (alias-aware). When ``name`` is the
+    config's own ``policy.name``, its ``policy.params`` apply too."""
     from stopwise.policies import make_policy
 
     pname, params = resolve_policy(name)
+    if config is not None and name == config.policy.name:
+        params = {**config.policy.params, **params}
     try:
         return make_policy(pname, **params)
     except ValueError as exc:
@@ -164,7 +167,7 @@ def simulate(requests: Sequence, config: Config, policy: str = "reference", *,
     if core is None:
         from stopwise.daemon.core.engine import Core
 
-        core = Core(config, policy=build_policy(policy))
+        core = Core(config, policy=build_policy(policy, config))
     keyer = ContextKeyer(config.context.dimensions)
     table = ThresholdTable(config.context.default_threshold, config.exploration.initial_rate)
     interval = config.publish.interval_s

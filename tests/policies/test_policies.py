@@ -58,7 +58,7 @@ def test_reference_integral_tightens_after_realized_losses():
 def test_reference_holds_current_threshold_inside_the_band():
     ucb = [0.5, 0.5, 0.5, 0.0095, 0.0092, 0.006, 0.003, 0.0]
     st = TauStats(TAUS, tuple([0.0] * 8), tuple(ucb), tuple([0.5] * 7 + [1.0]), 5000, 5000, 5000)
-    pol = make_policy("reference")
+    pol = make_policy("reference", band=0.1)
     # from 0.9 it does not jump to 0.8 (0.0095 > 0.9 * budget) ...
     assert pol.decide("*", View("*", st, 0.01, current_threshold=0.9), 0.0).threshold == 0.9
     # ... but already at 0.8 it stays there (still under the budget)
@@ -74,6 +74,62 @@ def test_reference_exploration_rises_with_uncertainty():
     empty = pol.decide("*", view_for([]), 0.0)
     assert few.explore_rate > many.explore_rate
     assert 0.02 <= many.explore_rate <= 0.25 and empty.explore_rate == 0.2
+
+
+def _served(n: int, loss: int, seed: int = 3):
+    """``n`` explored outcomes whose served threshold lost (``loss=1``) or not."""
+    prof = RISKY if loss else EASY
+    got = [o for o in outcomes(40 * n if loss else 2 * n, seed=seed, profile=prof, threshold=0.6 if loss else 0.99,
+                               explore_rate=1.0) if o.served_observation == loss][:n]
+    assert len(got) == n
+    return got
+
+
+def test_reference_explores_at_min_rate_when_no_decision_can_change():
+    # 0.6 is certified with room to spare and 0.5 is far over budget: monitor only
+    taus = (0.5, 0.6, 1.0)
+    out_of_reach = TauStats(taus, (0.05, 0.002, 0.0), (0.06, 0.004, 0.0), (0.3, 0.5, 1.0), 5000, 5000, 5000)
+    p = make_policy("reference").decide("*", View("*", out_of_reach, 0.01, current_threshold=0.6), 0.0)
+    assert p.threshold == 0.6 and p.explore_rate == 0.02
+    # 0.5 is plausibly within budget but not yet certified: explore to certify it
+    plausible = TauStats(taus, (0.004, 0.002, 0.0), (0.011, 0.004, 0.0), (0.3, 0.5, 1.0), 800, 800, 800)
+    q = make_policy("reference").decide("*", View("*", plausible, 0.01, current_threshold=0.6), 0.0)
+    assert q.threshold == 0.6 and q.explore_rate > 0.1
+    # the current one's certificate is about to lapse: explore to keep it
+    lapsing = TauStats(taus, (0.05, 0.006, 0.0), (0.06, 0.0098, 0.0), (0.3, 0.5, 1.0), 800, 800, 800)
+    k = make_policy("reference").decide("*", View("*", lapsing, 0.01, current_threshold=0.6), 0.0)
+    assert k.threshold == 0.6 and k.explore_rate > 0.2
+
+
+def test_reference_credit_loosens_only_up_to_max_credit_while_realized_loss_is_low():
+    # 0.6's UCB (0.0103) is over the budget: certified only with credit (entry: 0.95 * 1.10%)
+    taus = (0.5, 0.6, 1.0)
+    st = TauStats(taus, (0.05, 0.005, 0.0), (0.06, 0.0103, 0.0), (0.3, 0.5, 1.0), 3000, 3000, 3000)
+    view = View("*", st, 0.01)
+    strict = make_policy("reference", max_credit=0.0)
+    loose = make_policy("reference")
+    for pol in (strict, loose):
+        for o in _served(600, 0):
+            pol.learn_one("*", o)
+        pol.decide("*", view, 0.0)
+    assert strict.budget_ratio("*") == 1.0 and strict.decide("*", view, 1.0).threshold == 1.0
+    assert loose.budget_ratio("*") == pytest.approx(1.10) and loose.decide("*", view, 1.0).threshold == 0.6
+
+
+def test_reference_drift_forfeits_credit_steps_back_and_explores():
+    taus = (0.5, 0.6, 1.0)
+    st = TauStats(taus, (0.004, 0.002, 0.0), (0.006, 0.004, 0.0), (0.3, 0.5, 1.0), 5000, 5000, 5000)
+    pol = make_policy("reference")
+    for o in _served(600, 0):
+        pol.learn_one("k", o)
+    assert pol.decide("k", View("k", st, 0.01, current_threshold=0.5), 0.0).threshold == 0.5
+    assert pol.budget_ratio("k") > 1.0 and not pol.drifting("k", 0.01, 0.95)
+    for o in _served(8, 1):   # 8 losses among the last few served observations: clearly over 1%
+        pol.learn_one("k", o)
+    assert pol.drifting("k", 0.01, 0.95)
+    p = pol.decide("k", View("k", st, 0.01, current_threshold=0.5), 1.0)
+    assert pol.budget_ratio("k") <= 1.0
+    assert p.threshold == 0.6 and p.explore_rate == 0.25 and p.reason.startswith("drift")
 
 
 # ---- static, naive, offline ---------------------------------------------

@@ -142,3 +142,14 @@ def test_idle_gaps_are_crossed_without_ticking_every_interval(cfg):
     gaps = [b - a for a, b in zip(core.ticks, core.ticks[1:])]
     assert max(gaps) <= cfg.publish.record_ttl_s / 8 + 1e-6
     assert all(abs(t - round(t)) < 1e-6 for t in core.ticks)      # still on the 1 s grid
+
+
+def test_config_policy_params_apply_to_the_configured_policy(cfg):
+    """`policy.params` of the config reach the policy of the same name (and
+    only that one): a static policy configured at 0.9 serves 0.9."""
+    from stopwise.sim.simulator import build_policy
+
+    conf = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"name": "static", "params": {"threshold": 0.9}})})
+    assert build_policy("static", conf).threshold == 0.9
+    assert build_policy("static-0.8", conf).threshold == 0.8   # alias params win
+    assert build_policy("static", None).threshold == 1.0

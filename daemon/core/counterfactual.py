@@ -46,11 +46,18 @@ gets weight 0 for L (never happens for runs delivering the full answer).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from functools import lru_cache, partial
+from itertools import accumulate
+from operator import itemgetter
 from typing import Sequence
 
 from ..stoprule import NO_EARLY_STOP, stop_index
 from .examples import LabelledExample
+
+_SCORE = itemgetter(1)
+_ANSWER = itemgetter(2)
 
 MAX_IPW = 100.0
 """Inverse-propensity weights are clipped here (a client logging a tiny
@@ -103,46 +110,96 @@ def correctness(ex: LabelledExample):
     return known
 
 
+@lru_cache(maxsize=64)
+def _grid(taus: tuple[float, ...]) -> tuple[tuple[float, ...], int, bool]:
+    """(taus below 1.0, how many are not, whether ``taus`` ascend with the
+    ones below 1.0 first) -- per grid, memoised."""
+    below = tuple(t for t in taus if t < NO_EARLY_STOP)
+    ascending = all(a <= b for a, b in zip(taus, taus[1:])) and taus[:len(below)] == below
+    return below, len(taus) - len(below), ascending
+
+
 def stop_indices(checkpoints, taus: Sequence[float]) -> list[int]:
-    """``stop_index(checkpoints, tau)`` for every tau of an ascending
-    sequence, in one pass (stop points only move later as tau grows).
+    """``stop_index(checkpoints, tau)`` for every tau of ``taus``, with one
+    running maximum of the scores and a bisection per tau (any order).
 
     >>> stop_indices([(1, 0.3, "a"), (2, 0.9, "b"), (3, 0.95, "b")], (0.2, 0.5, 0.93, 1.0))
     [0, 1, 2, 2]
     """
     last = len(checkpoints) - 1
-    out = []
-    k = 0
-    for t in taus:
-        if t >= NO_EARLY_STOP:
-            out.append(last)
-            continue
-        while k < last and checkpoints[k][1] < t:
-            k += 1
-        out.append(k)
-    return out
+    # running max of the scores before the last checkpoint: the first index
+    # whose running max reaches tau is the first score >= tau (else: last)
+    runmax = list(accumulate(map(_SCORE, checkpoints[:last]), max))
+    return [bisect_left(runmax, t) if t < NO_EARLY_STOP else last for t in taus]
 
 
 def evaluate(ex: LabelledExample, taus: Sequence[float]) -> Counterfactual:
     """(loss, cost, em) at every tau of ``taus`` (ascending, with 1.0) for one example."""
     cps = ex.checkpoints
-    correct = correctness(ex)
+    taus = tuple(taus)
+    below, n_top, ascending = _grid(taus)
     tau_s = ex.threshold
+    last = len(cps) - 1
+    gold = ex.gold_answer_hash
     if not ex.complete:
-        ems = tuple(correct(cps[stop_index(cps, t)][2]) if t <= tau_s and t < NO_EARLY_STOP else None for t in taus)
+        # only the taus at or below the served one are informed: their stop
+        # points lie in the observed prefix
+        if gold is None:
+            delivered = cps[ex.stop_index][2]
+            em = ex.em
+            other = 0 if em == 1 else None
+        if ascending:
+            m = bisect_right(below, tau_s)
+            ems = []
+            k = 0
+            for t in below[:m]:
+                while k < last and cps[k][1] < t:
+                    k += 1
+                a = cps[k][2]
+                if gold is not None:
+                    ems.append(1 if a == gold else 0)
+                else:
+                    ems.append(em if a == delivered else other)
+            ems = (*ems, *((None,) * (len(taus) - m)))
+        else:
+            right = correctness(ex)
+            ems = tuple([right(cps[stop_index(cps, t)][2]) if t <= tau_s and t < NO_EARLY_STOP else None
+                         for t in taus])
         none = (None,) * len(taus)
-        return Counterfactual(tuple(taus), none, none, ems, 0.0, None, None, False)
-    a_full = cps[-1][2]
-    full_tokens = cps[-1][0] or 1
-    em_full = correct(a_full)
-    stops = stop_indices(cps, taus)
-    cost = tuple(cps[k][0] / full_tokens if cps[-1][0] else 1.0 for k in stops)
-    ems = tuple(correct(cps[k][2]) for k in stops)
-    k_s = stop_index(cps, tau_s)
-    crossed = k_s < len(cps) - 1
+        return Counterfactual(taus, none, none, ems, 0.0, None, None, False)
+    runmax = list(accumulate(map(_SCORE, cps[:last]), max))
+    if ascending:
+        stops = list(map(partial(bisect_left, runmax), below))
+        stops += [last] * n_top
+    else:
+        stops = [bisect_left(runmax, t) if t < NO_EARLY_STOP else last for t in taus]
+    answers = list(map(_ANSWER, cps))
+    # correctness of every checkpoint's answer (see ``correctness``)
+    if gold is not None:
+        right = [1 if a == gold else 0 for a in answers]
+    else:
+        delivered = answers[ex.stop_index]
+        em = ex.em
+        other = 0 if em == 1 else None
+        right = [em if a == delivered else other for a in answers]
+    a_full = answers[last]
+    full = cps[last][0]
+    if full:
+        cost = tuple(map([cp[0] / full for cp in cps].__getitem__, stops))
+    else:
+        cost = (1.0,) * len(taus)
+    em_full = right[last]
+    ems = tuple(map(right.__getitem__, stops))
+    k_s = bisect_left(runmax, tau_s) if tau_s < NO_EARLY_STOP else last
+    crossed = k_s < last
     weight = ex.weight * (min(MAX_IPW, 1.0 / ex.propensity) if (crossed and ex.explore) else 1.0)
     if em_full is None:
-        return Counterfactual(tuple(taus), (None,) * len(taus), cost, ems, 0.0, None, None, True)
-    loss = tuple(int(em_full == 1 and cps[k][2] != a_full) for k in stops)
-    served = int(em_full == 1 and cps[k_s][2] != a_full)
-    return Counterfactual(tuple(taus), loss, cost, ems, weight, served, em_full, True)
+        return Counterfactual(taus, (None,) * len(taus), cost, ems, 0.0, None, None, True)
+    if em_full == 1:
+        lost = [0 if a == a_full else 1 for a in answers]
+        loss = tuple(map(lost.__getitem__, stops))
+        served = lost[k_s]
+    else:
+        loss = (0,) * len(taus)
+        served = 0
+    return Counterfactual(taus, loss, cost, ems, weight, served, em_full, True)

@@ -5,9 +5,10 @@
 key up through the :class:`~stopwise.daemon.context.ContextRegistry`
 (cardinality cap); evaluate the counterfactual; update the estimator for
 the (rolled-up) key AND every ancestor up to ``*`` (so parents pool their
-children and ``*`` is always a fallback); feed the River model (subsampled
-checkpoints); record the served outcome for the circuit breaker; let the
-policy learn (for the key and its ancestors).
+children and ``*`` is always a fallback); feed the River model (a few
+checkpoints per example; past a context's warm-up only a seeded share of its
+examples, see :mod:`.risk_model`); record the served outcome for the circuit
+breaker; let the policy learn (for the key and its ancestors).
 
 ``Controller.tick(now)``: for every known context (sorted, so deterministic)
 build a :class:`~stopwise.policies.base.View`, ask the policy, apply the
@@ -36,6 +37,7 @@ import json
 import pickle
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -79,6 +81,12 @@ class Decision:
         d = self.record.model_dump(mode="json")
         d["previous_threshold"] = self.previous_threshold
         return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
+
+
+@lru_cache(maxsize=4096)
+def _chain(key: str) -> tuple[str, ...]:
+    """``parents(key)`` as a tuple, memoised (a pure function of the key)."""
+    return tuple(parents(key))
 
 
 def _policy_from(config: Config):
@@ -125,29 +133,36 @@ class Controller:
         self.unique_examples += 1
         key = self.registry.observe(example.context_key)
         cf = evaluate(example, self.taus)
-        self.model.learn(example, cf)
+        self.model.learn(example, cf, key)
         outcome = Outcome(example, cf)
-        for k in parents(key):
-            self.estimator.update(k, cf)
-            self._traffic[k] = self._traffic.get(k, 0.0) + 1.0
-            if cf.informative:
-                self.guard.observe(k, cf.served_loss, cf.weight)
-            if cf.complete:
-                dq = self._recent.get(k)
+        chain = _chain(key)
+        self.estimator.update_many(chain, cf)
+        traffic = self._traffic
+        learn_one = self.policy.learn_one
+        if cf.weight > 0.0:
+            observe, served, weight = self.guard.observe, cf.served_loss, cf.weight
+            for k in chain:
+                observe(k, served, weight)
+        if cf.complete:
+            recent = self._recent
+            for k in chain:
+                dq = recent.get(k)
                 if dq is None:
-                    dq = self._recent[k] = deque(maxlen=RECENT_PER_CONTEXT)
+                    dq = recent[k] = deque(maxlen=RECENT_PER_CONTEXT)
                 dq.append(example)
-                self._prior_dirty.add(k)
-            self.policy.learn_one(k, outcome)
+            self._prior_dirty.update(chain)
+        for k in chain:
+            traffic[k] = traffic.get(k, 0.0) + 1.0
+            learn_one(k, outcome)
         return True
 
     # -- deciding -------------------------------------------------------
-    def _stats(self, key: str) -> TauStats:
+    def _stats(self, key: str, memo: dict | None = None) -> TauStats:
         if key in self._prior_dirty:
             self._prior_dirty.discard(key)
             # the model prior only matters while the context is data-poor
             if self.estimator.n_eff(key) < 10 * max(self.config.estimator.prior_strength, 1.0) or key not in self._prior:
-                self._prior[key] = self.model.prior(list(self._recent.get(key, ())), self.taus)
+                self._prior[key] = self.model.prior(list(self._recent.get(key, ())), self.taus, memo)
         return self.estimator.stats(key, self._prior.get(key))
 
     def _budgets(self, keys: list[str], stats: dict[str, TauStats]) -> dict[str, float]:
@@ -172,7 +187,8 @@ class Controller:
         """Decide every known context; return the publications (see module doc)."""
         cfg = self.config
         keys = self.known_contexts()
-        stats = {k: self._stats(k) for k in keys}
+        memo: dict = {}   # model predictions shared by the contexts of this tick
+        stats = {k: self._stats(k, memo) for k in keys}
         budgets = self._budgets(keys, stats)
         out: list[Decision] = []
         ex = cfg.exploration

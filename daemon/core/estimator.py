@@ -112,22 +112,35 @@ class Estimator:
             self._acc[key] = _Acc(len(self.taus))
 
     def update(self, key: str, cf: Counterfactual) -> None:
-        acc = self._acc.get(key)
-        if acc is None:
-            acc = self._acc[key] = _Acc(len(self.taus))
-        acc.n += 1
-        if cf.weight <= 0.0:
-            return
-        acc.ni += 1
-        d = self.decay
-        w = cf.weight
-        acc.c = acc.c * d + 1.0
-        acc.w = acc.w * d + w
-        acc.w2 = acc.w2 * d * d + w * w
-        sl, st = acc.sl, acc.st
-        for i, (lo, co) in enumerate(zip(cf.loss, cf.cost)):
-            sl[i] = sl[i] * d + w * lo
-            st[i] = st[i] * d + w * co
+        self.update_many((key,), cf)
+
+    def update_many(self, keys: Sequence[str], cf: Counterfactual) -> None:
+        """:meth:`update` for each of ``keys`` (a context and its ancestors):
+        the weighted per-tau terms are computed once for all of them."""
+        accs = self._acc
+        informative = cf.weight > 0.0
+        if informative:
+            d = self.decay
+            w = cf.weight
+            ww = w * w
+            wl = [w * lo for lo in cf.loss]
+            wc = [w * co for co in cf.cost]
+        for key in keys:
+            acc = accs.get(key)
+            if acc is None:
+                acc = accs[key] = _Acc(len(self.taus))
+            acc.n += 1
+            if not informative:
+                continue
+            acc.ni += 1
+            acc.c = acc.c * d + 1.0
+            acc.w = acc.w * d + w
+            acc.w2 = acc.w2 * d * d + ww
+            sl, st = acc.sl, acc.st
+            for i, b in enumerate(wl):
+                sl[i] = sl[i] * d + b
+            for i, b in enumerate(wc):
+                st[i] = st[i] * d + b
 
     def n_evidence(self, key: str) -> float:
         acc = self._acc.get(key)

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from operator import itemgetter, lt
 
 from ..context import ContextKeyer
 from ..errors import DecodeError
 from ..records import FeedbackEvent, InferenceEvent
 
 Checkpoint = tuple[int, float, str]
+_TOKENS, _SCORE = itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +54,9 @@ class LabelledExample:
 
     def to_bytes(self) -> bytes:
         """Compact JSON (for the examples topic)."""
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in _FIELDS}   # no deep copy (asdict's)
         d["checkpoints"] = [list(cp) for cp in self.checkpoints]
-        return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
+        return _DUMPS(d).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "LabelledExample":
@@ -85,23 +87,66 @@ class LabelledExample:
             raise DecodeError("out_of_range", "labelled example: stop_index outside checkpoints")
         if ex.em not in (None, 0, 1) or not (0.0 < ex.propensity <= 1.0) or not math.isfinite(ex.weight) or ex.weight <= 0:
             raise DecodeError("invalid_value", "labelled example: em, propensity or weight out of range")
-        numbers = [ex.ts, ex.feedback_ts, ex.threshold, *ex.features.values(), *(cp[1] for cp in cps)]
-        if not all(math.isfinite(x) for x in numbers):
+        scores = list(map(_SCORE, cps))
+        if not all(map(math.isfinite, (ex.ts, ex.feedback_ts, ex.threshold, *ex.features.values(), *scores))):
             raise DecodeError("not_finite", "labelled example: NaN or infinity")
-        if not 0.0 <= ex.threshold <= 1.0 or any(not 0.0 <= cp[1] <= 1.0 for cp in cps):
+        if not 0.0 <= ex.threshold <= 1.0 or min(scores) < 0.0 or max(scores) > 1.0:
             raise DecodeError("out_of_range", "labelled example: threshold and scores must be in [0, 1]")
-        if cps[0][0] < 0 or any(b[0] <= a[0] for a, b in zip(cps, cps[1:])):
+        tokens = list(map(_TOKENS, cps))
+        if tokens[0] < 0 or not all(map(lt, tokens, tokens[1:])):
             raise DecodeError("checkpoints_not_increasing", "labelled example: tokens must be >= 0 and increase")
         return ex
 
 
+_KEYS: dict[tuple, str] = {}
+_KEYS_CAP = 4096
+
+
+def context_key(keyer: ContextKeyer, context: dict) -> str:
+    """``keyer.key(context)``, memoised on the context's items (a bounded
+    cache: cleared when it reaches ``_KEYS_CAP`` entries)."""
+    try:
+        memo = (keyer.dimensions, *context.items())
+        key = _KEYS.get(memo)
+    except TypeError:  # an unhashable value: no memo
+        return keyer.key(context)
+    if key is None:
+        if len(_KEYS) >= _KEYS_CAP:
+            _KEYS.clear()
+        key = _KEYS[memo] = keyer.key(context)
+    return key
+
+
+_TUPLE_ONLY = {tuple}
+
+
+def _checkpoints(cps) -> tuple[Checkpoint, ...]:
+    # validated events already hold (int, float, str) tuples: keep them
+    if set(map(type, cps)) == _TUPLE_ONLY:
+        return tuple(cps)
+    return tuple((int(t), float(s), str(a)) for t, s, a in cps)
+
+
+_FIELDS = tuple(f.name for f in fields(LabelledExample))
+_DUMPS = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+_SETTERS = tuple(LabelledExample.__dict__[name].__set__ for name in _FIELDS)
+
+
+def _trusted(*values) -> LabelledExample:
+    """``LabelledExample(*values)`` without the frozen ``__init__``'s
+    per-field ``object.__setattr__`` (same object, a fraction of the cost)."""
+    ex = object.__new__(LabelledExample)
+    for put, value in zip(_SETTERS, values):
+        put(ex, value)
+    return ex
+
+
 def from_events(inf: InferenceEvent, fb: FeedbackEvent, keyer: ContextKeyer) -> LabelledExample:
     """Join one inference event with its feedback."""
-    return LabelledExample(
-        request_id=inf.request_id, context=dict(inf.context), context_key=keyer.key(inf.context),
-        features=dict(inf.features), ts=inf.ts, threshold=inf.threshold, threshold_version=inf.threshold_version,
-        explore=inf.explore, propensity=inf.propensity, complete=inf.is_complete, stop_index=inf.stop_index,
-        checkpoints=tuple((int(t), float(s), str(a)) for t, s, a in inf.checkpoints),
-        tokens_budget=inf.tokens_budget, em=fb.em, gold_answer_hash=fb.gold_answer_hash,
-        weight=fb.weight, feedback_ts=fb.ts,
+    return _trusted(
+        inf.request_id, dict(inf.context), context_key(keyer, inf.context), dict(inf.features), inf.ts,
+        inf.threshold, inf.threshold_version, inf.explore, inf.propensity, inf.is_complete, inf.stop_index,
+        _checkpoints(inf.checkpoints), inf.tokens_budget, fb.em, fb.gold_answer_hash, fb.weight, fb.ts,
     )

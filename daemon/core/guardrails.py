@@ -34,6 +34,7 @@ applied by the controller when comparing with the last published record.
 from __future__ import annotations
 
 from collections import deque
+from operator import mul
 
 from ..config import GuardrailsConfig
 from ..stoprule import NO_EARLY_STOP
@@ -54,6 +55,17 @@ class _Breaker:
     def __setstate__(self, s):
         items, size, self.until, self.trips = s
         self.window = deque(items, maxlen=size)
+
+
+def _sums(br: _Breaker | None) -> tuple[float, float, int, int]:
+    """(weighted mean loss, Kish n, outcomes, outcomes with a loss) of a window."""
+    if br is None or not br.window:
+        return 0.0, 0.0, 0, 0
+    losses, weights = zip(*br.window)
+    w = sum(weights)
+    w2 = sum(map(mul, weights, weights))
+    mean = sum(map(mul, losses, weights)) / w
+    return mean, kish(w, w2), len(weights), len(losses) - losses.count(0)
 
 
 class Guardrails:
@@ -85,13 +97,7 @@ class Guardrails:
 
     def realized(self, key: str) -> tuple[float, float, int]:
         """(weighted realized drop, its effective n, outcomes) of the window."""
-        br = self._breakers.get(key)
-        if br is None or not br.window:
-            return 0.0, 0.0, 0
-        w = sum(x[1] for x in br.window)
-        w2 = sum(x[1] * x[1] for x in br.window)
-        mean = sum(x[0] * x[1] for x in br.window) / w
-        return mean, kish(w, w2), len(br.window)
+        return _sums(self._breakers.get(key))[:3]
 
     def tripped(self, key: str, now: float) -> bool:
         br = self._breakers.get(key)
@@ -106,9 +112,9 @@ class Guardrails:
         if now < br.until:
             return True
         cfg = self.config
-        mean, n_eff, count = self.realized(key)
+        mean, n_eff, count, n_losses = _sums(br)
         # the evidence never counts more losses than were actually observed
-        k_eff = min(mean * n_eff, float(sum(1 for x in br.window if x[0])))
+        k_eff = min(mean * n_eff, float(n_losses))
         if count >= min(cfg.breaker_window, 100) and mean > budget + cfg.breaker_margin \
                 and cp_lower(k_eff, n_eff, self.confidence) > budget:
             br.until = now + cfg.breaker_cooldown_s

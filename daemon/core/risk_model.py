@@ -19,8 +19,11 @@ resolution is kept near 0 where budgets live), each reporting
 learn), which makes the output calibrated on the stream it learns from.
 
 Cheap by construction: at most ``per_example`` checkpoints (drawn with a
-seeded RNG) are learned per example; inverse-propensity weights are capped
-at ``max_weight`` to keep SGD stable.
+seeded RNG) are learned per example; once a context has contributed
+``warmup`` examples, only a seeded random ``sample_rate`` share of its later
+examples is learned (the model is a prior for data-poor contexts, so a new
+context is always learned in full while it is data-poor); inverse-propensity
+weights are capped at ``max_weight`` to keep SGD stable.
 
 The model's prediction of a context's L(tau) (the shrinkage prior of the
 estimator) is the mean, over that context's recent complete runs, of the
@@ -35,13 +38,17 @@ from __future__ import annotations
 
 import math
 import random
+from operator import itemgetter, ne
 from typing import Sequence
 
 from river import linear_model, optim
 
-from ..stoprule import stop_index
-from .counterfactual import Counterfactual
+from .counterfactual import Counterfactual, stop_indices
 from .examples import LabelledExample
+
+_ANSWER = itemgetter(2)
+MAX_TRACKED_CONTEXTS = 4096
+"""Per-context warm-up counters kept by :class:`RiskModel` (cleared beyond)."""
 
 
 def checkpoint_features(ex: LabelledExample, k: int) -> dict[str, float]:
@@ -54,7 +61,8 @@ def checkpoint_features(ex: LabelledExample, k: int) -> dict[str, float]:
     while j >= 0 and cps[j][2] == answer:
         run += 1
         j -= 1
-    changes = sum(1 for i in range(1, k + 1) if cps[i][2] != cps[i - 1][2])
+    answers = list(map(_ANSWER, cps[:k + 1]))
+    changes = sum(map(ne, answers[1:], answers))   # answer changes up to k
     sbin = min(9, int(score * 20) - 10) if score >= 0.5 else -1
     x = {
         "score": score,
@@ -78,21 +86,41 @@ class RiskModel:
     """Online logistic model of per-checkpoint loss (see module doc)."""
 
     def __init__(self, seed: int = 42, learning_rate: float = 0.05, enabled: bool = True,
-                 per_example: int = 2, max_weight: float = 10.0) -> None:
+                 per_example: int = 2, max_weight: float = 10.0, warmup: int = 1000,
+                 sample_rate: float = 0.2) -> None:
         self.seed = seed
         self.learning_rate = learning_rate
         self.enabled = enabled
         self.per_example = per_example
         self.max_weight = max_weight
+        self.warmup = warmup
+        self.sample_rate = sample_rate
         self._rng = random.Random(seed)
         self.pipeline = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate)
         self.calibrator = HistogramCalibrator()
         self.n_learned = 0
+        self._seen: dict[str, int] = {}
 
-    def learn(self, ex: LabelledExample, cf: Counterfactual) -> int:
-        """Learn from a complete, labelled example; return checkpoints learned."""
+    def learn(self, ex: LabelledExample, cf: Counterfactual, key: str | None = None) -> int:
+        """Learn from a complete, labelled example; return checkpoints learned.
+
+        The first ``warmup`` such examples of each context (``key``, by
+        default the example's context key) are all learned; later ones with
+        probability ``sample_rate`` (a seeded draw), since the model only
+        matters as a prior for data-poor contexts."""
         if not self.enabled or not cf.complete or cf.em_full is None:
             return 0
+        seen = self._seen
+        if key is None:
+            key = ex.context_key
+        count = seen.get(key, 0)
+        if count >= self.warmup:
+            if self._rng.random() >= self.sample_rate:
+                return 0
+        else:
+            if count == 0 and len(seen) >= MAX_TRACKED_CONTEXTS:
+                seen.clear()
+            seen[key] = count + 1
         cps = ex.checkpoints
         n = len(cps)
         idx = range(n) if n <= self.per_example else self._rng.sample(range(n), self.per_example)
@@ -117,26 +145,31 @@ class RiskModel:
     def predict_checkpoint(self, ex: LabelledExample, k: int) -> float:
         return self.predict(checkpoint_features(ex, k))
 
-    def prior(self, examples: Sequence[LabelledExample], taus: Sequence[float]) -> tuple[float, ...] | None:
+    def prior(self, examples: Sequence[LabelledExample], taus: Sequence[float],
+              memo: dict | None = None) -> tuple[float, ...] | None:
         """Mean predicted loss at each tau's stop point over complete runs
-        (``None`` if the model is off, untrained or there are none)."""
+        (``None`` if the model is off, untrained or there are none).
+        ``memo`` (optional, only while the model does not learn) shares the
+        per-checkpoint predictions between calls: the controller passes one
+        per tick, as a context and its ancestors hold the same recent runs."""
         runs = [ex for ex in examples if ex.complete]
         if not self.enabled or self.n_learned == 0 or not runs:
             return None
+        if memo is None:
+            memo = {}
         sums = [0.0] * len(taus)
         for ex in runs:
-            cache: dict[int, float] = {}
-            for i, t in enumerate(taus):
-                if t >= 1.0:
-                    continue
-                k = stop_index(ex.checkpoints, t)
-                if k == len(ex.checkpoints) - 1:
+            cps = ex.checkpoints
+            last = len(cps) - 1
+            for i, k in enumerate(stop_indices(cps, taus)):
+                if taus[i] >= 1.0 or k == last:
                     continue  # stopping at the end loses nothing
-                if k not in cache:
-                    cache[k] = self.predict_checkpoint(ex, k)
-                sums[i] += cache[k]
+                mk = (id(ex), k)
+                p = memo.get(mk)
+                if p is None:
+                    p = memo[mk] = self.predict_checkpoint(ex, k)
+                sums[i] += p
         return tuple(s / len(runs) for s in sums)
-
 
 
 class HistogramCalibrator:

@@ -17,54 +17,66 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import deque
+from functools import lru_cache
 
 
+@lru_cache(maxsize=4096)
 def id_hash(request_id: str) -> int:
+    """64-bit blake2b of a request id (memoised: the joiner and the
+    controller ask for the same id's hash a few times in a row)."""
     return int.from_bytes(hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 class RecentIds:
-    """Membership + insertion order + cap + expiry by time."""
+    """Membership + insertion order + cap + expiry by time. Hashes and times
+    are kept in two parallel deques of plain numbers (no tuple per id, so
+    nothing here for the garbage collector to track)."""
 
     def __init__(self, cap: int) -> None:
         self.cap = int(cap)
-        self._order: deque = deque()   # (hash, time), oldest first
+        self._hashes: deque = deque()   # oldest first
+        self._times: deque = deque()    # time each id was added, aligned with _hashes
         self._set: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._hashes)
 
     def __contains__(self, request_id: str) -> bool:
         return id_hash(request_id) in self._set
 
     def add(self, request_id: str, now: float) -> None:
         h = id_hash(request_id)
-        if h in self._set:
+        ids = self._set
+        if h in ids:
             return
-        self._set.add(h)
-        self._order.append((h, now))
-        while len(self._order) > self.cap:
-            old, _ = self._order.popleft()
-            self._set.discard(old)
+        ids.add(h)
+        hashes = self._hashes
+        hashes.append(h)
+        self._times.append(now)
+        if len(hashes) > self.cap:
+            times = self._times
+            while len(hashes) > self.cap:
+                ids.discard(hashes.popleft())
+                times.popleft()
 
     def expire_before(self, cutoff: float) -> int:
         """Forget ids added at or before ``cutoff``; return how many."""
         n = 0
-        while self._order and self._order[0][1] <= cutoff:
-            old, _ = self._order.popleft()
-            self._set.discard(old)
+        hashes, times, ids = self._hashes, self._times, self._set
+        while times and times[0] <= cutoff:
+            times.popleft()
+            ids.discard(hashes.popleft())
             n += 1
         return n
 
     def __getstate__(self):
-        hashes = array("Q", (h for h, _ in self._order))
-        times = array("d", (t for _, t in self._order))
-        return (self.cap, hashes.tobytes(), times.tobytes())
+        return (self.cap, array("Q", self._hashes).tobytes(), array("d", self._times).tobytes())
 
     def __setstate__(self, state) -> None:
         self.cap, hb, tb = state
         hashes, times = array("Q"), array("d")
         hashes.frombytes(hb)
         times.frombytes(tb)
-        self._order = deque(zip(hashes, times))
+        self._hashes = deque(hashes)
+        self._times = deque(times)
         self._set = set(hashes)

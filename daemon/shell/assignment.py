@@ -112,6 +112,11 @@ class Assignment:
         self._pending_assign |= assigned
         if assigned:
             self.consumer.pause(*assigned)
+        else:
+            # A standby member (more instances than partitions) owns nothing
+            # and has nothing to restore: it is ready as it is, so READY goes
+            # out and systemd does not time its start out.
+            self.assigned_once.set()
         log.info("partitions_assigned", partitions=len(assigned))
 
     def _finish_assignment(self) -> None:

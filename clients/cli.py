@@ -20,14 +20,9 @@ class Kind(str, Enum):
 
 
 def _config(path: Path):
-    from stopwise.daemon.config import load_config
-    from stopwise.daemon.errors import ConfigError
+    from stopwise.daemon.cliconfig import config_or_exit
 
-    try:
-        return load_config(path, env=os.environ)
-    except ConfigError as exc:
-        typer.echo(f"invalid config: {exc}", err=True)
-        raise typer.Exit(2) from None
+    return config_or_exit(path)
 
 
 def _logging(cfg, quiet: bool = False) -> None:

@@ -21,18 +21,13 @@ class Switch(str, Enum):
 
 def run_daemon(config_file: Path) -> int:
     """Build the daemon from a config file and run it until SIGTERM/SIGINT."""
-    from ..config import load_config
-    from ..errors import ConfigError
+    from ..cliconfig import config_or_exit
     from ..logs import configure_from_config
     from ..metrics import Metrics
     from ..sdnotify import Notifier
     from .runner import Daemon
 
-    try:
-        cfg = load_config(config_file, env=os.environ)
-    except ConfigError as exc:
-        typer.echo(f"invalid config: {exc}", err=True)
-        return 2
+    cfg = config_or_exit(config_file)
     configure_from_config(cfg, env=os.environ)
     metrics = Metrics()
     if cfg.metrics.enabled:
@@ -60,15 +55,10 @@ def register(app: typer.Typer) -> None:
                     config: Path = typer.Option(..., "--config", "-c", help="YAML config file")) -> None:
         """Turn the kill switch on or off: a signed control record the daemon applies within one tick
         ('on' also publishes threshold 1.0 for every known context right away)."""
-        from ..config import load_config
-        from ..errors import ConfigError
+        from ..cliconfig import config_or_exit
         from .control import apply_kill_switch
 
-        try:
-            cfg = load_config(config, env=os.environ)
-        except ConfigError as exc:
-            typer.echo(f"invalid config: {exc}", err=True)
-            raise typer.Exit(2) from None
+        cfg = config_or_exit(config)
         out = apply_kill_switch(cfg, state is Switch.on)
         typer.echo(f"kill switch {state.value}: control record written; "
                    f"{len(out['contexts'])} context(s) set to no early stopping")

@@ -8,9 +8,6 @@ to the DLQ and the loop goes on. No decisions here: all logic is in the core.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import structlog
 
 from ..core.examples import LabelledExample
@@ -20,17 +17,6 @@ from .kafka_io import owner_partition
 from .shards import shard_name
 
 log = structlog.get_logger("stopwise.shell.processing")
-
-_EXAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(LabelledExample))
-
-
-def example_bytes(ex: LabelledExample) -> bytes:
-    """Same bytes as ``LabelledExample.to_bytes()`` (a test checks it) without
-    ``dataclasses.asdict``'s deep copy, which dominated the join hot path."""
-    d = {name: getattr(ex, name) for name in _EXAMPLE_FIELDS}
-    d["checkpoints"] = [list(cp) for cp in ex.checkpoints]
-    return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
-
 
 class Processor:
     def __init__(self, daemon, dlq) -> None:
@@ -99,7 +85,7 @@ class Processor:
                         keys.clear()
                     k = ex.context_key.encode()
                     key_part = keys[ex.context_key] = (k, owner_partition(ex.context_key, self.d._n_examples))
-                send(topic, key=key_part[0], value=example_bytes(ex), partition=key_part[1])
+                send(topic, key=key_part[0], value=ex.to_bytes(), partition=key_part[1])
             joined += len(examples)
         shard.advance(tp.topic, tp.partition, recs[-1].offset)
         if joined:

@@ -190,20 +190,11 @@ def register(app) -> None:
     config_opt = typer.Option(..., "--config", "-c", help="YAML config file (STOPWISE_<SECTION>__<KEY> overrides apply)")
 
     def _load(path: Path) -> Config:
-        import os
-
+        from ..cliconfig import config_or_exit
         from ..kafka_broker import cli_logging_to_stderr
 
         cli_logging_to_stderr()
-
-        from ..config import load_config
-        from ..errors import ConfigError
-
-        try:
-            return load_config(path, env=os.environ)
-        except ConfigError as exc:
-            typer.echo(f"invalid config: {exc}", err=True)
-            raise typer.Exit(2) from None
+        return config_or_exit(path)
 
     @topics_app.command("create")
     def create_cmd(config: Path = config_opt) -> None:

@@ -11,7 +11,21 @@ Throughput (same run, same pre-filled input topics):
   records (decode, join, produce the labelled examples), from its
   assignment to the last input record consumed;
 * daemon (end to end): the same, until every labelled example has also been
-  consumed back from the examples topic and learned by the Controller.
+  consumed back from the examples topic and learned by the Controller;
+* ``stopwise run`` x N: N real daemon processes (``--instances``, e.g. 1
+  and 2) in one consumer group over the same input, each with its metrics
+  endpoint. The first instance to join starts alone (Kafka assigns it
+  everything until the others' join completes, which takes up to a
+  heartbeat interval); the window starts when EVERY instance has logged
+  ``daemon_ready`` and ends when the scraped
+  ``stopwise_examples_learned_total`` of all instances reaches the number of
+  requests; rate = 2 x (examples learned in the window) / window.
+
+Every reader runs ``--rounds`` times, interleaved (bare, decode, daemon,
+processes, bare, ...), with the garbage-collector settings of ``stopwise
+run`` (``tune_gc``) for all of them; a round's baseline is the median of
+three bare reads. The table gives the median rate and the median of the
+per-round ratios to the same round's baseline.
 
 Latency: background traffic of the three contexts at ``--rate`` requests/s;
 every ``1/--probe-rate`` s a probe request of a NEVER-SEEN context
@@ -22,27 +36,35 @@ for that context (the join, the examples hop, learning, the next tick and
 publication, and the fetch). Publish interval ``--interval`` s.
 
     /tmp/venv/bin/python bench/bench_daemon.py                # uses $STOPWISE_BOOTSTRAP or starts a LocalBroker
-    /tmp/venv/bin/python bench/bench_daemon.py --n 20000 --latency-s 30 --out bench/results/daemon_table.md
+    /tmp/venv/bin/python bench/bench_daemon.py --n 40000 --rounds 3 --instances 1,2 --latency-s 30 --out bench/results/daemon_table.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
+import socket
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
+
+import yaml
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from stopwise.daemon.config import Config, parse_config
 from stopwise.daemon.records import decode_feedback, decode_inference
 from stopwise.daemon.shell.kafka_io import client_kwargs
-from stopwise.daemon.shell.runner import Daemon
+from stopwise.daemon.shell.runner import Daemon, tune_gc
 from stopwise.daemon.shell.topics import create_topics
 from stopwise.sim.traces import THREE_CONTEXTS, ContextProfile, make_request, to_events
 
@@ -126,6 +148,81 @@ def daemon_run(cfg: Config, total: int, n_examples: int) -> tuple[float, float]:
     return t_input, t_all
 
 
+def fresh_outputs(cfg: Config) -> Config:
+    """Same input topics, a new group and new output/state topics (a cold daemon)."""
+    new = make_cfg(cfg.kafka.bootstrap)
+    return new.model_copy(update={"topics": new.topics.model_copy(
+        update={"inference": cfg.topics.inference, "feedback": cfg.topics.feedback})})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int, names: tuple[str, ...]) -> dict[str, float]:
+    out = dict.fromkeys(names, 0.0)
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        for n in names:
+            if line.startswith(n):
+                out[n] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def process_run(cfg: Config, n_examples: int, instances: int, workdir: Path) -> tuple[float, float, int]:
+    """``stopwise run`` x ``instances`` in one group. Returns the seconds from
+    the moment every instance is ready (owns its partitions) to every example
+    learned, the examples learned before that moment (the first instance
+    starts alone and works until the others join), and the partition
+    assignments logged."""
+    data = json.loads(cfg.model_dump_json())
+    data["logging"]["format"] = "json"
+    cfile = workdir / f"run{uuid.uuid4().hex[:6]}.yaml"
+    cfile.write_text(yaml.safe_dump(data))
+    ports = [_free_port() for _ in range(instances)]
+    procs, logs = [], []
+    for i, port in enumerate(ports):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "STOPWISE_"))}
+        env |= {"STOPWISE_METRICS__ENABLED": "true", "STOPWISE_METRICS__PORT": str(port)}
+        log = open(workdir / f"{cfile.stem}.{i}.log", "wb")
+        logs.append(log)
+        procs.append(subprocess.Popen([sys.executable, "-m", "stopwise.daemon.cli", "run", "--config", str(cfile)],
+                                      stdout=log, stderr=log, env=env))
+    logfile = [workdir / f"{cfile.stem}.{i}.log" for i in range(instances)]
+    name = "stopwise_examples_learned_total"
+    t0 = learned0 = None
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a daemon exited: see {workdir}")
+            if t0 is None:
+                # the window starts once EVERY instance owns its share (the group has formed)
+                if all(b"daemon_ready" in f.read_bytes() for f in logfile):
+                    t0 = time.perf_counter()
+                    learned0 = sum(_scrape(p, (name,))[name] for p in ports)
+            else:
+                learned = sum(_scrape(p, (name,))[name] for p in ports)
+                if learned >= n_examples:
+                    break
+            time.sleep(0.02)
+        dt = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(60)
+        for log in logs:
+            log.close()
+    assigned = sum(f.read_bytes().count(b'"partitions_assigned"') for f in logfile)
+    return dt, learned0, assigned
+
+
 def _consumed(d: Daemon) -> dict:
     out = {}
     for metric in d.metrics.consumed.collect():
@@ -204,13 +301,16 @@ def pct(xs: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=20000, help="requests pre-filled (2 input records each)")
+    ap.add_argument("--n", type=int, default=40000, help="requests pre-filled (2 input records each)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every reader")
+    ap.add_argument("--instances", default="1,2", help="comma list: `stopwise run` process counts to time ('' = none)")
     ap.add_argument("--latency-s", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=200.0, help="background requests/s during the latency run")
     ap.add_argument("--probe-rate", type=float, default=4.0)
     ap.add_argument("--interval", type=float, default=0.2, help="publish.interval_s for the latency run")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    instances = [int(x) for x in args.instances.split(",") if x.strip()]
 
     broker = None
     bootstrap = os.environ.get("STOPWISE_BOOTSTRAP", "").strip()
@@ -218,31 +318,50 @@ def main() -> None:
         from stopwise.daemon.kafka_broker import LocalBroker
         broker = LocalBroker(Path(tempfile.mkdtemp(prefix="bench-broker-")))
         bootstrap = broker.start(timeout=180)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    tune_gc()   # what `stopwise run` does; the same settings for every reader
+    names = ["bare kafka-python consumer (baseline, median of 3 reads per round)", "bare consumer + record decoding/validation only",
+             "daemon in-process: input consumed + joined + examples produced",
+             "daemon in-process: end to end (examples learned)",
+             *[f"`stopwise run` x {k} process(es): end to end" for k in instances]]
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    rebalances = {k: [] for k in instances}
     try:
         cfg = make_cfg(bootstrap)
         total = prefill(cfg, args.n)
-        t_bare = bare_consumer(cfg, total)
-        t_decode = bare_consumer(cfg, total, decode=True)
-        t_input, t_all = daemon_run(cfg, total, args.n)
+        for r in range(args.rounds):
+            # the baseline is short and jumpy: the median of three reads per round
+            secs = [statistics.median(bare_consumer(cfg, total) for _ in range(3)),
+                    bare_consumer(cfg, total, decode=True)]
+            secs += list(daemon_run(fresh_outputs(cfg), total, args.n))
+            for k in instances:
+                dt, learned0, assigned = process_run(fresh_outputs(cfg), args.n, k, workdir)
+                # the same rate unit: input records (2 per request) per second, over the window
+                secs.append(dt * args.n / max(1.0, args.n - learned0))
+                rebalances[k].append((assigned, int(learned0)))
+            for name, sec in zip(names, secs):
+                rates[name].append(total / sec)
+                ratios[name].append((total / sec) / (total / secs[0]))
+            print(f"round {r + 1}: " + ", ".join(f"{total / sec:,.0f}" for sec in secs), flush=True)
         lat, missing = latency(bootstrap, args.latency_s, args.rate, args.probe_rate, args.interval)
     finally:
         if broker is not None:
             broker.stop()
 
-    bare = total / t_bare
-    rows = [
-        ("bare kafka-python consumer (baseline)", bare, 1.0),
-        ("bare consumer + record decoding/validation only", total / t_decode, (total / t_decode) / bare),
-        ("daemon: input consumed + joined + examples produced", total / t_input, (total / t_input) / bare),
-        ("daemon: end to end (examples learned)", total / t_all, (total / t_all) / bare),
-    ]
+    med = statistics.median
     lines = [
         f"Daemon through the real broker: {args.n} requests = {total} input records (inference + feedback), "
-        f"2 partitions each, Python {platform.python_version()}",
+        f"2 partitions each, {args.rounds} interleaved rounds, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs",
         "",
-        "| reader | input records/s | ratio to bare consumer |",
-        "|---|---:|---:|",
-        *[f"| {name} | {rate:,.0f} | {ratio:.2f} |" for name, rate, ratio in rows],
+        "| reader | input records/s (median) | ratio to bare consumer (median of rounds) | ratios per round |",
+        "|---|---:|---:|---|",
+        *[f"| {n} | {med(rates[n]):,.0f} | {med(ratios[n]):.2f} | {' '.join(f'{x:.2f}' for x in ratios[n])} |"
+          for n in names],
+        "",
+        *[f"`stopwise run` x {k}: (partition assignments logged, examples learned before every instance was "
+          f"ready) per round: {rebalances[k]}" for k in instances],
         "",
         f"Feedback-to-published-threshold latency: {len(lat)} probes over {args.latency_s:.0f} s, background "
         f"{args.rate:.0f} req/s, publish interval {args.interval} s, {missing} probe(s) never published",

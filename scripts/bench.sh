@@ -22,4 +22,5 @@ trap '[[ -n "$started" ]] && "$BIN/stopwise" broker stop --dir "$started" >/dev/
 "$PY" bench/bench_sim.py --write
 "$PY" bench/bench_ops.py --bootstrap "$STOPWISE_BOOTSTRAP" --write
 "$PY" bench/bench_clients.py
+"$PY" bench/bench_stages.py --out bench/results/stages_table.md
 "$PY" bench/bench_daemon.py --out bench/results/daemon_table.md

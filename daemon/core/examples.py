@@ -10,6 +10,14 @@
 ('task=qa', False, 1)
 >>> LabelledExample.from_bytes(ex.to_bytes()) == ex
 True
+
+The daemon writes examples in batches, one examples-topic record per context
+key and input batch; a single-example record still decodes:
+
+>>> decode_examples(encode_examples([ex, ex])) == ([ex, ex], [])
+True
+>>> decode_examples(ex.to_bytes()) == ([ex], [])
+True
 """
 
 from __future__ import annotations
@@ -17,14 +25,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields
-from operator import itemgetter, lt
+from operator import attrgetter, itemgetter, lt
 
 from ..context import ContextKeyer
 from ..errors import DecodeError
 from ..records import FeedbackEvent, InferenceEvent
 
 Checkpoint = tuple[int, float, str]
-_TOKENS, _SCORE = itemgetter(0), itemgetter(1)
+_TOKENS, _SCORE, _ANSWER = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,49 +61,122 @@ class LabelledExample:
     feedback_ts: float
 
     def to_bytes(self) -> bytes:
-        """Compact JSON (for the examples topic)."""
-        d = {name: getattr(self, name) for name in _FIELDS}   # no deep copy (asdict's)
-        d["checkpoints"] = [list(cp) for cp in self.checkpoints]
-        return _DUMPS(d).encode()
+        """Compact JSON of one example (see :func:`encode_examples` for the
+        batched form the daemon writes)."""
+        return _DUMPS(_as_dict(self)).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "LabelledExample":
         """Decode :meth:`to_bytes` output; raise :class:`DecodeError` if invalid."""
-        try:
-            d = json.loads(data)
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise DecodeError("bad_json", f"labelled example: {exc}"[:200]) from None
+        d = _loads(data)
         if not isinstance(d, dict):
             raise DecodeError("not_object", "labelled example must be a JSON object")
+        return _from_dict(d)
+
+
+def _as_dict(ex: LabelledExample) -> dict:
+    return dict(zip(_FIELDS, _ROW(ex)))   # no deep copy (asdict's); tuples encode as arrays
+
+
+def _loads(data: bytes):
+    try:
+        return json.loads(data)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise DecodeError("bad_json", f"labelled example: {exc}"[:200]) from None
+
+
+def _from_dict(d: dict) -> LabelledExample:
+    try:
+        row = [d[name] for name in _FIELDS]
+    except KeyError as exc:
+        raise DecodeError("missing_field", f"labelled example: {exc.args[0]}") from None
+    return _from_row(row)
+
+
+_INT, _NUM, _STR = {int}, {int, float}, {str}
+
+
+def _from_row(row) -> LabelledExample:
+    """Validate one example given as its field values in ``_FIELDS`` order
+    (as JSON decoding gives them). Element-wise checks are ``map``-based,
+    so a long checkpoint list costs little Python work."""
+    if not isinstance(row, list) or len(row) != len(_FIELDS):
+        raise DecodeError("invalid_value", f"labelled example: {len(_FIELDS)} field values expected")
+    (rid, context, ckey, features, ts, threshold, version, explore, propensity, complete,
+     stop_index, cps, tokens_budget, em, gold, weight, feedback_ts) = row
+    try:
+        cps = tuple(map(tuple, cps))
+        if not cps or set(map(len, cps)) != {3}:
+            raise DecodeError("invalid_value", "labelled example: checkpoints must be [tokens, score, answer]")
+        tokens, scores = list(map(_TOKENS, cps)), list(map(_SCORE, cps))
+        if set(map(type, tokens)) != _INT or not set(map(type, scores)) <= _NUM \
+                or set(map(type, map(_ANSWER, cps))) != _STR:
+            raise DecodeError("invalid_value", "labelled example: checkpoint types are [int, number, string]")
+        ex = _trusted(
+            str(rid), {str(k): str(v) for k, v in context.items()}, str(ckey),
+            {str(k): float(v) for k, v in features.items()}, float(ts), float(threshold), int(version),
+            bool(explore), float(propensity), bool(complete), int(stop_index), cps, int(tokens_budget),
+            None if em is None else int(em), None if gold is None else str(gold),
+            float(weight), float(feedback_ts),
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise DecodeError("invalid_value", f"labelled example: {exc}"[:200]) from None
+    if not 0 <= ex.stop_index < len(cps):
+        raise DecodeError("out_of_range", "labelled example: stop_index outside checkpoints")
+    if ex.em not in (None, 0, 1) or not (0.0 < ex.propensity <= 1.0) or not math.isfinite(ex.weight) or ex.weight <= 0:
+        raise DecodeError("invalid_value", "labelled example: em, propensity or weight out of range")
+    if not all(map(math.isfinite, (ex.ts, ex.feedback_ts, ex.threshold, *ex.features.values(), *scores))):
+        raise DecodeError("not_finite", "labelled example: NaN or infinity")
+    if not 0.0 <= ex.threshold <= 1.0 or min(scores) < 0.0 or max(scores) > 1.0:
+        raise DecodeError("out_of_range", "labelled example: threshold and scores must be in [0, 1]")
+    if tokens[0] < 0 or not all(map(lt, tokens, tokens[1:])):
+        raise DecodeError("checkpoints_not_increasing", "labelled example: tokens must be >= 0 and increase")
+    return ex
+
+
+BATCH_VERSION = 1
+"""Major version of an examples-topic batch record."""
+
+
+def encode_examples(examples) -> bytes:
+    """Several examples (of one context key) as ONE examples-topic record,
+    one row of field values per example:
+    ``{"v": 1, "fields": ["request_id", ...], "examples": [[...], ...]}``.
+    Kafka's per-record cost (produce, fetch, unpack) is then paid once per
+    batch, and rows encode and decode faster than objects."""
+    return _DUMPS({"v": BATCH_VERSION, "fields": _FIELDS, "examples": list(map(_ROW, examples))}).encode()
+
+
+def decode_examples(data: bytes) -> tuple[list[LabelledExample], list[tuple[int, DecodeError]]]:
+    """Decode an examples-topic record: a batch (:func:`encode_examples`) or
+    a single example (:meth:`LabelledExample.to_bytes`, as older versions
+    wrote). Returns the valid examples and ``(index, error)`` for each
+    invalid one; raises :class:`DecodeError` when the record as a whole is
+    unreadable (see the module docstring for an example)."""
+    d = _loads(data)
+    if not isinstance(d, dict):
+        raise DecodeError("not_object", "examples record must be a JSON object")
+    if "examples" not in d:
+        return [_from_dict(d)], []
+    if d.get("v") != BATCH_VERSION:
+        raise DecodeError("unknown_version", f"examples batch version {d.get('v')!r} (known: {BATCH_VERSION})")
+    rows, names = d.get("examples"), d.get("fields")
+    if not isinstance(rows, list) or not isinstance(names, list):
+        raise DecodeError("invalid_value", "examples batch: 'fields' and 'examples' must be lists")
+    if tuple(names) == _FIELDS:
+        parse = _from_row
+    else:  # another field order or extra fields (a newer minor version): go by name
+        def parse(row):
+            if not isinstance(row, list) or len(row) != len(names):
+                raise DecodeError("invalid_value", f"labelled example: {len(names)} field values expected")
+            return _from_dict(dict(zip(map(str, names), row)))
+    good, bad = [], []
+    for i, row in enumerate(rows):
         try:
-            cps = tuple((int(t), float(s), str(a)) for t, s, a in d["checkpoints"])
-            ex = cls(
-                request_id=str(d["request_id"]), context={str(k): str(v) for k, v in d["context"].items()},
-                context_key=str(d["context_key"]), features={str(k): float(v) for k, v in d["features"].items()},
-                ts=float(d["ts"]), threshold=float(d["threshold"]), threshold_version=int(d["threshold_version"]),
-                explore=bool(d["explore"]), propensity=float(d["propensity"]), complete=bool(d["complete"]),
-                stop_index=int(d["stop_index"]), checkpoints=cps, tokens_budget=int(d["tokens_budget"]),
-                em=None if d["em"] is None else int(d["em"]),
-                gold_answer_hash=None if d["gold_answer_hash"] is None else str(d["gold_answer_hash"]),
-                weight=float(d["weight"]), feedback_ts=float(d["feedback_ts"]),
-            )
-        except KeyError as exc:
-            raise DecodeError("missing_field", f"labelled example: {exc.args[0]}") from None
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise DecodeError("invalid_value", f"labelled example: {exc}"[:200]) from None
-        if not cps or not 0 <= ex.stop_index < len(cps):
-            raise DecodeError("out_of_range", "labelled example: stop_index outside checkpoints")
-        if ex.em not in (None, 0, 1) or not (0.0 < ex.propensity <= 1.0) or not math.isfinite(ex.weight) or ex.weight <= 0:
-            raise DecodeError("invalid_value", "labelled example: em, propensity or weight out of range")
-        scores = list(map(_SCORE, cps))
-        if not all(map(math.isfinite, (ex.ts, ex.feedback_ts, ex.threshold, *ex.features.values(), *scores))):
-            raise DecodeError("not_finite", "labelled example: NaN or infinity")
-        if not 0.0 <= ex.threshold <= 1.0 or min(scores) < 0.0 or max(scores) > 1.0:
-            raise DecodeError("out_of_range", "labelled example: threshold and scores must be in [0, 1]")
-        tokens = list(map(_TOKENS, cps))
-        if tokens[0] < 0 or not all(map(lt, tokens, tokens[1:])):
-            raise DecodeError("checkpoints_not_increasing", "labelled example: tokens must be >= 0 and increase")
-        return ex
+            good.append(parse(row))
+        except DecodeError as exc:
+            bad.append((i, exc))
+    return good, bad
 
 
 _KEYS: dict[tuple, str] = {}
@@ -128,6 +209,7 @@ def _checkpoints(cps) -> tuple[Checkpoint, ...]:
 
 
 _FIELDS = tuple(f.name for f in fields(LabelledExample))
+_ROW = attrgetter(*_FIELDS)
 _DUMPS = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 

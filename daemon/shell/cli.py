@@ -25,7 +25,7 @@ def run_daemon(config_file: Path) -> int:
     from ..logs import configure_from_config
     from ..metrics import Metrics
     from ..sdnotify import Notifier
-    from .runner import Daemon
+    from .runner import Daemon, tune_gc
 
     cfg = config_or_exit(config_file)
     configure_from_config(cfg, env=os.environ)
@@ -38,6 +38,7 @@ def run_daemon(config_file: Path) -> int:
     daemon = Daemon(cfg, config_path=config_file, env=dict(os.environ), metrics=metrics,
                     notifier=Notifier(os.environ.get("NOTIFY_SOCKET")))
     daemon.install_signal_handlers()
+    tune_gc()
     try:
         return daemon.run()
     finally:

@@ -1,22 +1,40 @@
 """Per-batch processing: decode, hand to the core, produce the outputs.
 
 inference/feedback partition p -> ``join/p`` Joiner -> labelled examples
-produced to the examples topic keyed by their context key;
-examples partition p -> ``learn/p`` Controller.learn. Undecodable input goes
-to the DLQ and the loop goes on. No decisions here: all logic is in the core.
+produced to the examples topic keyed by their context key, batched: one
+record per context key per polled batch (at most ``EXAMPLES_PER_RECORD``
+examples / about ``EXAMPLE_RECORD_BYTES`` each), sent before ``process``
+returns, so before any checkpoint; examples partition p -> ``learn/p``
+Controller.learn. Undecodable input goes to the DLQ and the loop goes on.
+No decisions here: all logic is in the core.
+
+When this instance owns the learn shard of a batch's partition, it learns
+the examples as it produces them and tags the record with the shard's
+incarnation (header ``stopwise.learned``); reading the record back, the
+same incarnation skips it without decoding. Any other reader (another
+instance after a rebalance, this one after a restart) decodes and learns it,
+and the Controller's request_id dedupe drops what the restored state already
+holds. So a learn shard's state reflects every example before its position
+and possibly some after it, never one twice.
 """
 
 from __future__ import annotations
 
 import structlog
 
-from ..core.examples import LabelledExample
+from ..core.examples import decode_examples, encode_examples
 from ..errors import DecodeError
 from ..records import decode_feedback, decode_inference
 from .kafka_io import owner_partition
 from .shards import shard_name
 
 log = structlog.get_logger("stopwise.shell.processing")
+
+LEARNED_HEADER = "stopwise.learned"
+EXAMPLES_PER_RECORD = 200
+EXAMPLE_RECORD_BYTES = 256 * 1024
+"""Caps of one examples-topic record (the size is estimated from the input
+records' sizes), well under the broker's default 1 MB message limit."""
 
 class Processor:
     def __init__(self, daemon, dlq) -> None:
@@ -26,9 +44,20 @@ class Processor:
         self._consumed_metric: dict[str, object] = {}
         self._example_keys: dict[str, tuple[bytes, int]] = {}
         self._join_totals = {"evicted": 0, "expired_no_feedback": 0, "expired_no_inference": 0}
+        self._out: dict[str, list] = {}   # context key -> [examples, estimated bytes]
+        self._now = 0.0
+        self.example_records = 0
+        self.learned_locally = 0
 
     def process(self, batch, now: float) -> None:
         roles = self.d.roles
+        self._now = now
+        try:
+            self._process(batch, roles, now)
+        finally:
+            self._send_examples()
+
+    def _process(self, batch, roles, now: float) -> None:
         for tp, recs in batch.items():
             if not recs:
                 continue
@@ -59,9 +88,8 @@ class Processor:
         else:
             decode, add = decode_feedback, joiner.add_feedback
         max_bytes, max_cps = cfg.limits.max_record_bytes, cfg.limits.max_checkpoints
-        send, topic = self.d.producer.send, cfg.topics.examples
         reject = self.dlq.reject
-        keys = self._example_keys
+        out = self._out
         joined = 0
         for rec in recs:
             try:
@@ -79,40 +107,55 @@ class Processor:
                 reject(rec, "processing_error", repr(exc))
                 continue
             for ex in examples:
-                key_part = keys.get(ex.context_key)
-                if key_part is None:  # few distinct context keys: skip the pure-Python murmur2 per record
-                    if len(keys) >= 10_000:
-                        keys.clear()
-                    k = ex.context_key.encode()
-                    key_part = keys[ex.context_key] = (k, owner_partition(ex.context_key, self.d._n_examples))
-                send(topic, key=key_part[0], value=ex.to_bytes(), partition=key_part[1])
+                # the example is about as big as its two input records; this one's twice
+                pending = out.get(ex.context_key)
+                if pending is None:
+                    pending = out[ex.context_key] = [[], 0]
+                pending[0].append(ex)
+                pending[1] += 2 * len(rec.value)
+                if len(pending[0]) >= EXAMPLES_PER_RECORD or pending[1] >= EXAMPLE_RECORD_BYTES:
+                    self._send_examples(ex.context_key)
             joined += len(examples)
         shard.advance(tp.topic, tp.partition, recs[-1].offset)
         if joined:
             self.joined += joined
             self.d.metrics.examples_joined.inc(joined)
 
-    def _learn(self, tp, recs, now: float) -> None:
-        shard = self._shard("learn", tp.partition)
-        learn = shard.obj.learn
-        from_bytes = LabelledExample.from_bytes
-        reject = self.dlq.reject
-        learned = dup = 0
-        for rec in recs:
-            try:
-                ex = from_bytes(rec.value)
-            except DecodeError as exc:
-                reject(rec, exc.reason, exc.detail)
+    def _send_examples(self, only: str | None = None) -> None:
+        """Produce the pending examples: one record per context key (keyed by
+        it, on the partition that owns it)."""
+        out = self._out
+        if not out:
+            return
+        keys = self._example_keys
+        send, topic = self.d.producer.send, self.d.cfg.topics.examples
+        for ctx in ([only] if only is not None else list(out)):
+            pending = out.pop(ctx, None)
+            if not pending or not pending[0]:
                 continue
-            try:
-                if learn(ex, now):
-                    learned += 1
-                else:
-                    dup += 1
-            except Exception as exc:
-                log.exception("learn_failed", topic=rec.topic, partition=rec.partition, offset=rec.offset)
-                reject(rec, "processing_error", repr(exc))
-        shard.advance(tp.topic, tp.partition, recs[-1].offset)
+            key_part = keys.get(ctx)
+            if key_part is None:  # few distinct context keys: skip the pure-Python murmur2 per record
+                if len(keys) >= 10_000:
+                    keys.clear()
+                key_part = keys[ctx] = (ctx.encode(), owner_partition(ctx, self.d._n_examples))
+            headers = None
+            shard = self.d.shards.get(shard_name("learn", key_part[1]))
+            if shard is not None and self._learn_all(shard, pending[0], self._now):
+                headers = [(LEARNED_HEADER, shard.tag.encode())]
+            send(topic, key=key_part[0], value=encode_examples(pending[0]), partition=key_part[1], headers=headers)
+            self.example_records += 1
+
+    def _learn_all(self, shard, examples, now: float) -> bool:
+        """Learn ``examples`` into a learn shard; False if any failed (the
+        record is then sent untagged, so reading it back learns it again:
+        the ones that succeeded are dropped as duplicates)."""
+        learned, dup, failed = _learn_each(shard.obj.learn, examples, now, {"shard": shard.name})
+        shard.dirty = True
+        self.learned_locally += learned
+        self._count_learned(learned, dup)
+        return failed is None
+
+    def _count_learned(self, learned: int, dup: int) -> None:
         m = self.d.metrics
         if learned:
             self.learned += learned
@@ -120,6 +163,33 @@ class Processor:
         if dup:
             self.duplicates += dup
             m.examples_duplicate.inc(dup)
+
+    def _learn(self, tp, recs, now: float) -> None:
+        shard = self._shard("learn", tp.partition)
+        learn = shard.obj.learn
+        reject = self.dlq.reject
+        mine = (LEARNED_HEADER, shard.tag.encode())
+        learned = dup = 0
+        for rec in recs:
+            if rec.headers and mine in rec.headers:
+                continue  # learned by this very shard as it was produced
+            try:
+                examples, bad = decode_examples(rec.value)
+            except DecodeError as exc:
+                reject(rec, exc.reason, exc.detail)
+                continue
+            if bad:  # the record goes to the DLQ whole (valid ones are learned: replays dedupe)
+                i, exc = bad[0]
+                reject(rec, exc.reason, f"{len(bad)} of {len(examples) + len(bad)} examples invalid; "
+                                        f"first, #{i}: {exc.detail}")
+            n, d, failed = _learn_each(learn, examples, now,
+                                       {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset})
+            learned += n
+            dup += d
+            if failed is not None:
+                reject(rec, "processing_error", repr(failed))
+        shard.advance(tp.topic, tp.partition, recs[-1].offset)
+        self._count_learned(learned, dup)
 
     def refresh_gauges(self) -> None:
         """Gauges and counters derived from shard state (after a tick or a rebalance)."""
@@ -144,3 +214,21 @@ class Processor:
                 else:
                     m.join_expired.labels(kind=k.removeprefix("expired_")).inc(delta)
         self._join_totals = totals
+
+
+def _learn_each(learn, examples, now: float, where: dict) -> tuple[int, int, Exception | None]:
+    """``learn`` every example; (learned, duplicates, first error). A core
+    bug must not stop the loop or lose the example: it is logged with
+    ``where`` and returned for the caller to act on."""
+    learned = dup = 0
+    failed = None
+    for ex in examples:
+        try:
+            if learn(ex, now):
+                learned += 1
+            else:
+                dup += 1
+        except Exception as exc:
+            log.exception("learn_failed", request_id=ex.request_id, **where)
+            failed = failed or exc
+    return learned, dup, failed

@@ -15,6 +15,7 @@ next offset of examples partition p.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -29,6 +30,10 @@ class Shard:
     obj: Any                      # Joiner | Controller
     positions: dict[str, int] = field(default_factory=dict)
     dirty: bool = True            # changed since its last snapshot
+    tag: str = field(default_factory=lambda: os.urandom(8).hex())
+    """Identifies this incarnation of the shard (a new one per restore or
+    assignment): examples-topic records learned into it as they were
+    produced carry it in a header, so reading them back skips them."""
 
     def advance(self, topic: str, partition: int, last_offset: int) -> None:
         self.positions[pos_key(topic, partition)] = last_offset + 1

@@ -11,6 +11,7 @@ import time
 
 from kafka import TopicPartition
 
+from stopwise.daemon.core.examples import decode_examples
 from stopwise.daemon.shell.kafka_io import make_reader
 from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
@@ -72,7 +73,9 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(make_config, daemon_
         # ... then kill hard while the join is producing examples (likely past its last snapshot)
         before = end_total(cfg, cfg.topics.examples)
         send_events(producer, cfg, chunks[CHUNKS // 2 - 1])
-        wait_until(lambda: end_total(cfg, cfg.topics.examples) >= before + 20, 60, step_s=0.02,
+        # (examples are batched per context key and polled batch: a few records already mean
+        # the join of this chunk is under way)
+        wait_until(lambda: end_total(cfg, cfg.topics.examples) >= before + 3, 60, step_s=0.02,
                    what="joins in progress")
         first.signal(signal.SIGKILL)
         assert first.wait(30) == -signal.SIGKILL
@@ -92,10 +95,14 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(make_config, daemon_
     unique, learned = learn_totals(snaps)
     assert second.events("shard_restored"), "the restarted daemon restored from snapshots"
     replayed = sum(s.meta["duplicates"] for n, s in snaps.items() if n.startswith("learn/"))
-    examples = len(read_topic(cfg, cfg.topics.examples))
-    print(f"killed after {killed_at} snapshotted; examples topic {examples} records for {N_JOINABLE} ids; "
+    records = read_topic(cfg, cfg.topics.examples)
+    examples = sum(len(decode_examples(r.value)[0]) for r in records)
+    print(f"killed after {killed_at} snapshotted; examples topic {len(records)} records with {examples} examples "
+          f"for {N_JOINABLE} ids; "
           f"{replayed:.0f} replayed duplicates ignored")
-    assert replayed == examples - N_JOINABLE, "every re-produced example was recognised as a duplicate"
+    # every re-produced copy is a duplicate; so may be an example learned as it was produced
+    # whose record lay past the restored snapshot's position (read back after the restart)
+    assert replayed >= examples - N_JOINABLE, "every re-produced example was recognised as a duplicate"
 
     # the uninterrupted reference run: same input topics, fresh group/state/examples
     ref_cfg = make_config(**sections)

@@ -112,12 +112,13 @@ class _FakeProducer:
     """Futures fail for topics in ``failing`` (as after the client's retries)."""
 
     def __init__(self, failing=()) -> None:
-        self.failing, self.sent, self.flushes = set(failing), [], 0
+        self.failing, self.sent, self.headers, self.flushes = set(failing), [], [], 0
 
     def send(self, topic, value=None, key=None, headers=None, partition=None):
         from kafka.future import Future
 
         self.sent.append((topic, key, value))
+        self.headers.append(headers)
         fut = Future()
         if topic in self.failing:
             fut.failure(RuntimeError(f"cannot deliver to {topic}"))

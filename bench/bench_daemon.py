@@ -124,13 +124,19 @@ def bare_consumer(cfg: Config, total: int, decode: bool = False) -> float:
     return dt
 
 
-def daemon_run(cfg: Config, total: int, n_examples: int) -> tuple[float, float]:
+def start_daemon(cfg: Config) -> tuple[Daemon, threading.Event, threading.Thread]:
+    """An in-process Daemon on a thread, returned once its partitions are assigned."""
     d = Daemon(cfg, lag_monitor=False)
     stop = threading.Event()
     th = threading.Thread(target=d.run, args=(stop,), daemon=True)
     th.start()
     while not d.assigned_once.is_set():
         time.sleep(0.005)
+    return d, stop, th
+
+
+def daemon_run(cfg: Config, total: int, n_examples: int) -> tuple[float, float]:
+    d, stop, th = start_daemon(cfg)
     t0 = time.perf_counter()
     t_input = None
     inputs = {cfg.topics.inference, cfg.topics.feedback}
@@ -234,12 +240,7 @@ def _consumed(d: Daemon) -> dict:
 
 def latency(bootstrap: str, seconds: float, rate: float, probe_rate: float, interval: float) -> tuple[list[float], int]:
     cfg = make_cfg(bootstrap, context={"min_support": 0, "max_contexts": 4096}, publish={"interval_s": interval})
-    d = Daemon(cfg, lag_monitor=False)
-    stop = threading.Event()
-    th = threading.Thread(target=d.run, args=(stop,), daemon=True)
-    th.start()
-    while not d.assigned_once.is_set():
-        time.sleep(0.01)
+    d, stop, th = start_daemon(cfg)
     seen: dict[str, float] = {}
     tail_stop = threading.Event()
 

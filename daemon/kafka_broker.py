@@ -34,7 +34,7 @@ import time
 import uuid
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import structlog
 
@@ -383,43 +383,12 @@ def _stop_all() -> None:  # pragma: no cover - exit hook
             b.stop(timeout=15)
 
 
-@contextlib.contextmanager
-def running_broker(workdir: Path, **kwargs: object) -> Iterator[LocalBroker]:
-    """``with running_broker(tmp) as b: b.bootstrap`` — start, yield, stop."""
-    broker = LocalBroker(workdir, **kwargs)  # type: ignore[arg-type]
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-
 # ------------------------------------------------------------------ CLI
-class _Stderr:
-    """Resolves ``sys.stderr`` at write time (test runners swap it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def cli_logging_to_stderr() -> None:
-    """CLI commands print only their result on stdout: logs go to stderr
-    (through the shared pipeline of :mod:`stopwise.daemon.logs`)."""
-    from .logs import configure_logging
-
-    configure_logging("console", "INFO", stream=_Stderr())  # type: ignore[arg-type]
-
-
-_cli_logging = cli_logging_to_stderr
-
-
 def register(app) -> None:
     """Add ``stopwise broker fetch|start|stop|status``."""
     import typer
+
+    from .logs import cli_logging_to_stderr
 
     broker_app = typer.Typer(help="A local Apache Kafka broker (KRaft, loopback) for tests and the demo.",
                              no_args_is_help=True)
@@ -431,7 +400,7 @@ def register(app) -> None:
     @broker_app.command("fetch")
     def fetch_cmd() -> None:
         """Download Kafka's jars from Maven Central into the cache; print the jars dir."""
-        _cli_logging()
+        cli_logging_to_stderr()
         try:
             typer.echo(str(LocalBroker(Path(".")).fetch()))
         except BrokerError as exc:
@@ -443,7 +412,7 @@ def register(app) -> None:
                   foreground: bool = typer.Option(False, "--foreground", help="stay attached; Ctrl-C stops the broker"),
                   timeout: float = typer.Option(120.0, help="seconds to wait for the broker to answer")) -> None:
         """Start the broker (detached unless --foreground); print its bootstrap address."""
-        _cli_logging()
+        cli_logging_to_stderr()
         broker = _broker(dir)
         try:
             bootstrap = broker.start(timeout=timeout, detach=not foreground)
@@ -463,7 +432,7 @@ def register(app) -> None:
     def stop_cmd(dir: Path = dir_opt,
                  timeout: float = typer.Option(30.0, help="seconds before SIGKILL")) -> None:
         """Stop the broker of a work dir (SIGTERM, then SIGKILL after --timeout)."""
-        _cli_logging()
+        cli_logging_to_stderr()
         broker = _broker(dir)
         was = broker.is_running()
         broker.stop(timeout=timeout)
@@ -491,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     app(args=["broker", *(sys.argv[1:] if argv is None else argv)], prog_name="kafka")
 
 
-__all__ = ["KAFKA_VERSION", "LocalBroker", "BrokerError", "running_broker", "register",
+__all__ = ["KAFKA_VERSION", "LocalBroker", "BrokerError", "register",
            "default_cache_dir", "default_state_dir", "free_port"]
 
 if __name__ == "__main__":  # pragma: no cover

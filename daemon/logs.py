@@ -88,7 +88,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: IO[str] | 
     ``sys.stderr``.
     """
     out = stream if stream is not None else sys.stderr
-    kind = resolve_format(fmt, env={}, stream=out) if fmt == "auto" else resolve_format(fmt)
+    kind = resolve_format(fmt, env={}, stream=out)
     level_no = _level_no(level)
 
     shared: list[Any] = [
@@ -142,3 +142,19 @@ def configure_from_config(cfg: Any, env: Mapping[str, str] | None = None, stream
     env = os.environ if env is None else env
     fmt = resolve_format(cfg.logging.format, env=env, stream=stream if stream is not None else sys.stderr)
     configure_logging(fmt, cfg.logging.level, stream=stream)
+
+
+class _Stderr:
+    """Resolves ``sys.stderr`` at write time (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def cli_logging_to_stderr() -> None:
+    """CLI commands print only their result on stdout: logs go to stderr
+    (through the same pipeline as the daemon's)."""
+    configure_logging("console", "INFO", stream=_Stderr())  # type: ignore[arg-type]

@@ -9,10 +9,6 @@ leading ``@`` names a socket in the abstract namespace (sent as ``\\0``).
 (False, False)
 >>> format_message({"READY": 1, "STATUS": "learning 3 contexts"})
 b'READY=1\\nSTATUS=learning 3 contexts'
->>> Notifier.watchdog_interval("30000000")
-15.0
->>> Notifier.watchdog_interval(None) is None, Notifier.watchdog_interval("junk") is None
-(True, True)
 """
 
 from __future__ import annotations
@@ -96,16 +92,3 @@ class Notifier:
         Send :meth:`ready` when the reload is done (applied or rejected).
         """
         self.notify(RELOADING=1, MONOTONIC_USEC=int(self._clock() * 1_000_000))
-
-    @staticmethod
-    def watchdog_interval(watchdog_usec: str | None) -> float | None:
-        """Seconds between keep-alives: half of ``$WATCHDOG_USEC`` (``None`` if unset/invalid)."""
-        if not watchdog_usec:
-            return None
-        try:
-            usec = int(watchdog_usec)
-        except ValueError:
-            return None
-        if usec <= 0:
-            return None
-        return usec / 2 / 1_000_000

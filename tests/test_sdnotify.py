@@ -118,13 +118,6 @@ def test_a_full_queue_does_not_block_the_caller(notify_socket) -> None:
     assert recv(sock) == {"WATCHDOG": "1"}  # what was queued is intact
 
 
-def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
-    assert Notifier.watchdog_interval("30000000") == 15.0
-    assert Notifier.watchdog_interval("1000") == 0.0005
-    for bad in (None, "", "abc", "0", "-5"):
-        assert Notifier.watchdog_interval(bad) is None
-
-
 # ---- end to end: `stopwise run` as systemd would start it ---------------------------
 
 

@@ -45,7 +45,7 @@ import structlog
 from stopwise.policies.base import Outcome, View
 
 from ..config import Config
-from ..context import ROOT, ContextKeyer, ContextRegistry, parents
+from ..context import ROOT, ContextRegistry, parents
 from ..records import FeedbackEvent, InferenceEvent, ThresholdRecord
 from ..stoprule import NO_EARLY_STOP
 from .allocation import allocate_global
@@ -101,7 +101,6 @@ class Controller:
     def __init__(self, config: Config, policy=None) -> None:
         self._own_policy = policy is None
         self.policy = _policy_from(config) if policy is None else policy
-        self.keyer = ContextKeyer(config.context.dimensions)
         self.registry = ContextRegistry(config.context.max_contexts, config.context.min_support)
         self.taus = with_no_stop(config.grid.taus)
         self.estimator = Estimator(self.taus, config.estimator.half_life, config.budget.confidence,
@@ -262,12 +261,8 @@ class Controller:
             self._prior.clear()
             log.info("estimates_reset", why="grid changed")
         else:
-            est = self.estimator
-            est.half_life, est.confidence = config.estimator.half_life, config.budget.confidence
-            est.prior_strength = config.estimator.prior_strength
-            est.decay = 0.5 ** (1.0 / est.half_life)
-        if tuple(config.context.dimensions) != tuple(old.context.dimensions):
-            self.keyer = ContextKeyer(config.context.dimensions)
+            self.estimator.reconfigure(config.estimator.half_life, config.budget.confidence,
+                                       config.estimator.prior_strength)
         self.registry.max_contexts = config.context.max_contexts
         self.registry.min_support = config.context.min_support
         self.model.enabled = config.estimator.model != "none"
@@ -293,7 +288,7 @@ class Core:
 
     def __init__(self, config: Config, policy=None) -> None:
         self.config = config
-        self.joiner = Joiner(config.join.ttl_s, config.join.max_entries, ContextKeyer(config.context.dimensions))
+        self.joiner = Joiner.from_config(config)
         self.controller = Controller(config, policy)
 
     def on_inference(self, ev: InferenceEvent, now: float) -> list[LabelledExample]:
@@ -314,7 +309,7 @@ class Core:
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        self.joiner.ttl_s, self.joiner.max_entries = config.join.ttl_s, config.join.max_entries
+        self.joiner.reconfigure(config)
         self.controller.reconfigure(config)
 
 

@@ -95,11 +95,15 @@ class Estimator:
 
     def __init__(self, taus: Sequence[float], half_life: float, confidence: float, prior_strength: float = 0.0) -> None:
         self.taus = tuple(taus)
+        self.reconfigure(half_life, confidence, prior_strength)
+        self._acc: dict[str, _Acc] = {}
+
+    def reconfigure(self, half_life: float, confidence: float, prior_strength: float = 0.0) -> None:
+        """New recency, confidence and prior settings (the counts so far are kept)."""
         self.half_life = float(half_life)
         self.confidence = float(confidence)
         self.prior_strength = float(prior_strength)
         self.decay = 0.5 ** (1.0 / self.half_life)
-        self._acc: dict[str, _Acc] = {}
 
     def keys(self) -> list[str]:
         return sorted(self._acc)

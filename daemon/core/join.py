@@ -73,6 +73,15 @@ class Joiner:
         self._done = RecentIds(self.max_entries)
         self._clock = float("-inf")
 
+    @classmethod
+    def from_config(cls, config) -> "Joiner":
+        """The joiner ``config.join`` and ``config.context.dimensions`` describe."""
+        return cls(config.join.ttl_s, config.join.max_entries, ContextKeyer(config.context.dimensions))
+
+    def reconfigure(self, config) -> None:
+        """Apply a reloaded ``config.join`` (TTL and entry cap; pending halves are kept)."""
+        self.ttl_s, self.max_entries = float(config.join.ttl_s), int(config.join.max_entries)
+
     def __len__(self) -> int:
         return len(self._pending)
 

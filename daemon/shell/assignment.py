@@ -17,11 +17,10 @@ import structlog
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from ..context import ContextKeyer
 from ..core.engine import Controller, load_state
 from ..core.join import Joiner
 from .shards import Shard, shard_inputs, shard_names_for
-from .snapshots import Snapshot
+from .snapshots import Snapshot, pos_key
 
 log = structlog.get_logger("stopwise.shell.assignment")
 
@@ -90,7 +89,7 @@ class Assignment:
         if self._closing:
             return {}
         self._revoked_at = time.monotonic()
-        names = shard_names_for([(tp.topic, tp.partition) for tp in revoked], self.roles)
+        names = shard_names_for(revoked, self.roles)
         offsets = self.checkpoint(names, commit=False) if names else {}
         for n in names:
             self.shards.pop(n, None)
@@ -99,7 +98,7 @@ class Assignment:
 
     def _on_lost(self, lost) -> None:
         self._pending_assign -= set(lost)
-        names = shard_names_for([(tp.topic, tp.partition) for tp in lost], self.roles)
+        names = shard_names_for(lost, self.roles)
         for n in names:
             self.shards.pop(n, None)
         log.warning("partitions_lost", shards=names, why="membership lost; state dropped unsnapshotted")
@@ -125,7 +124,7 @@ class Assignment:
         owned = set(self.consumer.assignment())
         tps = self._pending_assign & owned
         self._pending_assign = set()
-        names = [n for n in shard_names_for([(tp.topic, tp.partition) for tp in tps], self.roles)
+        names = [n for n in shard_names_for(tps, self.roles)
                  if n not in self.shards]
         if names:
             self.state_view.catch_up()
@@ -136,7 +135,7 @@ class Assignment:
                 tp = TopicPartition(topic, p)
                 if tp not in owned:
                     continue
-                pos = shard.positions.get(f"{topic}:{p}")
+                pos = shard.positions.get(pos_key(topic, p))
                 if pos is None:
                     self.consumer.seek_to_beginning(tp)
                 else:
@@ -166,7 +165,7 @@ class Assignment:
                 log.error("snapshot_refused", shard=name, error=str(exc),
                           action="rebuilding the shard from the start of the retained input")
         if kind == "join":
-            obj = Joiner(self.cfg.join.ttl_s, self.cfg.join.max_entries, ContextKeyer(self.cfg.context.dimensions))
+            obj = Joiner.from_config(self.cfg)
         else:
             obj = Controller(self.cfg)
             if self.kill_switch:

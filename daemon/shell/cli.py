@@ -1,6 +1,6 @@
 """``stopwise run`` (the daemon) and ``stopwise kill-switch on|off``.
 
-This is the edge: it reads the environment ($NOTIFY_SOCKET, $WATCHDOG_USEC,
+This is the edge: it reads the environment ($NOTIFY_SOCKET,
 STOPWISE_* overrides), configures logging once, serves metrics and installs
 the signal handlers; everything below receives the Config.
 """

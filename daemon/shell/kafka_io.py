@@ -116,7 +116,6 @@ class CompactedView:
         self.consumer = consumer
         self.timeout_s = timeout_s
         self.latest: dict[bytes, bytes] = {}
-        self.offsets: dict[bytes, tuple[int, int]] = {}
         self._tps: list[TopicPartition] = []
 
     def _assign(self) -> None:
@@ -150,10 +149,8 @@ class CompactedView:
                         continue
                     if rec.value is None:
                         self.latest.pop(rec.key, None)
-                        self.offsets.pop(rec.key, None)
                     else:
                         self.latest[rec.key] = rec.value
-                        self.offsets[rec.key] = (tp.partition, rec.offset)
                     if on_record is not None:
                         on_record(rec)
             todo = {tp for tp in todo if self.consumer.position(tp) < ends[tp]}

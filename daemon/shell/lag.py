@@ -23,7 +23,7 @@ bounded by ``timeout_s``, so :meth:`LagMonitor.stop` returns promptly.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import structlog
 from kafka import KafkaConsumer, TopicPartition
@@ -217,12 +217,3 @@ class LagMonitor:
             consumer.close()
         except Exception as exc:
             log.debug("lag_consumer_close_failed", error=str(exc))
-
-
-def total_lag(lags: Iterable[int]) -> int:
-    """Sum of per-partition lags (for STATUS lines).
-
-    >>> total_lag({("t", 0): 3, ("t", 1): 4}.values())
-    7
-    """
-    return sum(lags)

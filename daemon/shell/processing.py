@@ -45,19 +45,17 @@ class Processor:
         self._example_keys: dict[str, tuple[bytes, int]] = {}
         self._join_totals = {"evicted": 0, "expired_no_feedback": 0, "expired_no_inference": 0}
         self._out: dict[str, list] = {}   # context key -> [examples, estimated bytes]
-        self._now = 0.0
         self.example_records = 0
         self.learned_locally = 0
 
     def process(self, batch, now: float) -> None:
-        roles = self.d.roles
-        self._now = now
         try:
-            self._process(batch, roles, now)
+            self._process(batch, now)
         finally:
-            self._send_examples()
+            self._send_examples(now)
 
-    def _process(self, batch, roles, now: float) -> None:
+    def _process(self, batch, now: float) -> None:
+        roles = self.d.roles
         for tp, recs in batch.items():
             if not recs:
                 continue
@@ -114,14 +112,14 @@ class Processor:
                 pending[0].append(ex)
                 pending[1] += 2 * len(rec.value)
                 if len(pending[0]) >= EXAMPLES_PER_RECORD or pending[1] >= EXAMPLE_RECORD_BYTES:
-                    self._send_examples(ex.context_key)
+                    self._send_examples(now, ex.context_key)
             joined += len(examples)
         shard.advance(tp.topic, tp.partition, recs[-1].offset)
         if joined:
             self.joined += joined
             self.d.metrics.examples_joined.inc(joined)
 
-    def _send_examples(self, only: str | None = None) -> None:
+    def _send_examples(self, now: float, only: str | None = None) -> None:
         """Produce the pending examples: one record per context key (keyed by
         it, on the partition that owns it)."""
         out = self._out
@@ -130,9 +128,7 @@ class Processor:
         keys = self._example_keys
         send, topic = self.d.producer.send, self.d.cfg.topics.examples
         for ctx in ([only] if only is not None else list(out)):
-            pending = out.pop(ctx, None)
-            if not pending or not pending[0]:
-                continue
+            pending = out.pop(ctx)
             key_part = keys.get(ctx)
             if key_part is None:  # few distinct context keys: skip the pure-Python murmur2 per record
                 if len(keys) >= 10_000:
@@ -140,7 +136,7 @@ class Processor:
                 key_part = keys[ctx] = (ctx.encode(), owner_partition(ctx, self.d._n_examples))
             headers = None
             shard = self.d.shards.get(shard_name("learn", key_part[1]))
-            if shard is not None and self._learn_all(shard, pending[0], self._now):
+            if shard is not None and self._learn_all(shard, pending[0], now):
                 headers = [(LEARNED_HEADER, shard.tag.encode())]
             send(topic, key=key_part[0], value=encode_examples(pending[0]), partition=key_part[1], headers=headers)
             self.example_records += 1

@@ -138,7 +138,7 @@ class Daemon(Assignment):
         self.processor = Processor(self, self.dlq)
         self.state_view = CompactedView(cfg.topics.state, self._reader_factory(cfg))
         self.thresholds_view = CompactedView(cfg.topics.thresholds, self._reader_factory(cfg))
-        self.thresholds_view.catch_up(on_record=lambda r: r.value and self.publisher.observe_topic_value(r.value))
+        self._catch_up_thresholds()
         self.state_view.catch_up()
         self._apply_control(initial=True)
         self._subscribe()
@@ -213,12 +213,16 @@ class Daemon(Assignment):
             log.info("daemon_stopped", snapshots=self.snapshots_written)
 
     # ---- periodic work ----------------------------------------------------------------
+    def _catch_up_thresholds(self) -> None:
+        """Read the thresholds topic to its end; versions only grow past what it holds."""
+        self.thresholds_view.catch_up(on_record=lambda r: r.value and self.publisher.observe_topic_value(r.value))
+
     def tick(self, now: float) -> int:
         """Apply control records, expire joins, publish changed thresholds."""
         self.ticks += 1
         try:
             self.state_view.catch_up()
-            self.thresholds_view.catch_up(on_record=lambda r: r.value and self.publisher.observe_topic_value(r.value))
+            self._catch_up_thresholds()
         except Exception:
             log.exception("control_read_failed")
         self._apply_control()
@@ -342,7 +346,7 @@ class Daemon(Assignment):
                 if self.kill_switch:
                     shard.obj.set_kill_switch(True)
             else:
-                shard.obj.ttl_s, shard.obj.max_entries = new.join.ttl_s, new.join.max_entries
+                shard.obj.reconfigure(new)
             shard.dirty = True
         log.info("reloaded", file=str(self.config_path), publish_interval_s=new.publish.interval_s,
                  budget=new.budget.em_drop)

@@ -21,6 +21,7 @@ import structlog
 
 from ..config import Config
 from ..errors import StopwiseError, TopicsError
+from .kafka_io import client_kwargs
 
 log = structlog.get_logger(__name__)
 
@@ -70,13 +71,8 @@ def admin_client(cfg: Config, **overrides: Any):
     from kafka import KafkaAdminClient
 
     k = cfg.kafka
-    opts: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap,
-        "client_id": f"{k.client_id}-admin",
-        "security_protocol": k.security_protocol,
-        "request_timeout_ms": k.request_timeout_ms,
-        "bootstrap_timeout_ms": k.request_timeout_ms,
-    }
+    opts: dict[str, Any] = client_kwargs(cfg) | {"client_id": f"{k.client_id}-admin",
+                                                 "bootstrap_timeout_ms": k.request_timeout_ms}
     opts.update(overrides)
     return KafkaAdminClient(**opts)
 
@@ -191,7 +187,7 @@ def register(app) -> None:
 
     def _load(path: Path) -> Config:
         from ..cliconfig import config_or_exit
-        from ..kafka_broker import cli_logging_to_stderr
+        from ..logs import cli_logging_to_stderr
 
         cli_logging_to_stderr()
         return config_or_exit(path)

@@ -17,17 +17,12 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import threading
 import time
 from typing import Any, Callable
 
-
-def _unit(request_id: str, salt: bytes) -> float:
-    """A stable uniform draw in [0, 1) from the request id (independent of the explore draw)."""
-    d = hashlib.blake2b(request_id.encode(), digest_size=8, key=salt).digest()
-    return int.from_bytes(d, "big") / 2.0**64
+from stopwise.daemon.stoprule import explore_draw
 
 
 class FeedbackSource:
@@ -57,11 +52,11 @@ class FeedbackSource:
     def schedule(self, request_id: str, *, em: int, gold_answer_hash: str | None = None,
                  now: float | None = None) -> bool:
         """Plan the feedback of one request; False if it is "missing" (never sent)."""
-        if self.missing and _unit(request_id, b"missing") < self.missing:
+        if self.missing and explore_draw(request_id, b"missing") < self.missing:
             self.skipped += 1
             return False
         t = self._clock() if now is None else now
-        spread = (2.0 * _unit(request_id, b"delay") - 1.0) * self.jitter
+        spread = (2.0 * explore_draw(request_id, b"delay") - 1.0) * self.jitter
         due = t + self.delay_s * (1.0 + spread)
         fields: dict[str, Any] = {"request_id": request_id, "em": int(em), "source": self.source}
         if self.with_gold and gold_answer_hash is not None:

@@ -22,10 +22,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .stoprule import NO_EARLY_STOP
 
 ENV_PREFIX = "STOPWISE_"
-NO_EARLY_STOP = 1.0
-"""Threshold value meaning "never stop early": inferencers run to the end."""
 
 
 def _in(lo: float, hi: float, lo_open: bool = False):
@@ -322,7 +321,7 @@ def _known_keys(loc: list[str]) -> list[str] | None:
     return sorted(fields) if fields else None
 
 
-def _error_from_pydantic(file: str, exc: ValidationError, data: Any,
+def _error_from_pydantic(file: str, exc: ValidationError,
                          origins: Mapping[tuple[str, str], str] | None = None) -> ConfigError:
     errors = exc.errors(include_url=False)
     err = errors[0]
@@ -389,7 +388,7 @@ def parse_config(data: Any, *, file: str = "<config>", env: Mapping[str, str] | 
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        raise _error_from_pydantic(file, exc, merged, origins) from None
+        raise _error_from_pydantic(file, exc, origins) from None
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -35,10 +35,16 @@ def stop_index(checkpoints: Sequence[Sequence], tau: float) -> int:
     return len(checkpoints) - 1
 
 
-def explore_draw(request_id: str) -> float:
-    """A stable uniform draw in [0, 1) from the request id (blake2b)."""
-    digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+def id_hash(request_id: str, salt: bytes = b"") -> int:
+    """64-bit blake2b of a request id, keyed by ``salt`` (none by default)."""
+    digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8, key=salt).digest()
+    return int.from_bytes(digest, "big")
+
+
+def explore_draw(request_id: str, salt: bytes = b"") -> float:
+    """A stable uniform draw in [0, 1) from the request id (another
+    ``salt`` gives an independent draw)."""
+    return id_hash(request_id, salt) / 2.0**64
 
 
 def explores(request_id: str, explore_rate: float) -> bool:

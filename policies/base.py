@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from stopwise.daemon.core.counterfactual import Counterfactual
 from stopwise.daemon.core.estimator import TauStats
 from stopwise.daemon.core.examples import LabelledExample
-
-NO_EARLY_STOP = 1.0
+from stopwise.daemon.stoprule import NO_EARLY_STOP
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,6 @@ Global budget mode (``budget.mode == "global"``): see
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections import deque
 from dataclasses import dataclass
@@ -76,11 +75,12 @@ class Decision:
     previous_threshold: float | None
     reason: str
 
-    def audit_bytes(self) -> bytes:
-        """JSON for the audit topic: every record field plus previous_threshold."""
-        d = self.record.model_dump(mode="json")
+    def audit(self, record_fields: dict | None = None) -> dict:
+        """The audit-topic record: the record's fields (or ``record_fields``,
+        e.g. as published with version and signature) plus previous_threshold."""
+        d = dict(record_fields) if record_fields is not None else self.record.model_dump(mode="json")
         d["previous_threshold"] = self.previous_threshold
-        return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
+        return d
 
 
 @lru_cache(maxsize=4096)
@@ -168,7 +168,8 @@ class Controller:
         cfg = self.config
         if cfg.budget.mode != "global":
             return {k: cfg.budget_for(k) for k in keys}
-        leaves = [k for k in keys if k != ROOT and not any(o != k and ROOT != o and parents(o)[1:].count(k) for o in keys)]
+        ancestors = {a for o in keys for a in _chain(o)[1:]}
+        leaves = [k for k in keys if k != ROOT and k not in ancestors]
         if not leaves:
             return {k: cfg.budget_for(k) for k in keys}
         total_traffic = sum(self._traffic.get(k, 0.0) for k in leaves) or 1.0

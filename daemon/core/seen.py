@@ -14,17 +14,16 @@ arrays (16 bytes per id), so snapshots stay small.
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from collections import deque
 from functools import lru_cache
 
+from ..stoprule import id_hash as _id_hash
 
-@lru_cache(maxsize=4096)
-def id_hash(request_id: str) -> int:
-    """64-bit blake2b of a request id (memoised: the joiner and the
-    controller ask for the same id's hash a few times in a row)."""
-    return int.from_bytes(hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+id_hash = lru_cache(maxsize=4096)(_id_hash)
+"""64-bit blake2b of a request id (memoised: the joiner and the controller
+ask for the same id's hash a few times in a row)."""
 
 
 class RecentIds:

@@ -89,10 +89,8 @@ class Publisher:
         value = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         ctx_key = rec.context.encode()
         self.producer.send(self.thresholds_topic, key=ctx_key, value=value)
-        audit = json.loads(decision.audit_bytes())
-        audit.update(version=version, sig=body["sig"])
         self.producer.send(self.decisions_topic, key=ctx_key,
-                           value=json.dumps(audit, separators=(",", ":"), allow_nan=False).encode())
+                           value=json.dumps(decision.audit(body), separators=(",", ":"), allow_nan=False).encode())
         self.published += 1
         if self.metrics is not None:
             self.metrics.thresholds_published.labels(reason=decision.reason or rec.reason or "update").inc()

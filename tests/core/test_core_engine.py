@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -28,7 +27,7 @@ def test_first_tick_publishes_root_with_ttl_and_unsigned_record():
     assert rec.context == "*" and rec.threshold == 1.0 and rec.version == 1 and rec.sig is None
     assert rec.issued_at == 1000.0 and rec.expires_at == 1120.0 and rec.policy == "reference"
     assert d.previous_threshold is None
-    audit = json.loads(d.audit_bytes())
+    audit = d.audit()
     assert audit["previous_threshold"] is None and audit["context"] == "*" and "reason" in audit
     assert decode_threshold(rec.to_bytes()) == rec
 

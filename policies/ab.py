@@ -21,10 +21,10 @@ True
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
 
-from stopwise.daemon.stoprule import stop_index
+from stopwise.daemon.stoprule import explore_draw, stop_index
 
 from .base import Outcome, Policy, Proposal, View
 from .reference import ReferencePolicy
@@ -60,8 +60,7 @@ class ABPolicy(Policy):
         self._sums = {"a": [0, 0.0, 0.0], "b": [0, 0.0, 0.0]}  # n, sum, sum of squares
 
     def arm(self, context_key: str) -> str:
-        h = hashlib.blake2b(context_key.encode(), digest_size=8).digest()
-        return "a" if int.from_bytes(h, "big") / 2.0**64 < self.split else "b"
+        return "a" if explore_draw(context_key) < self.split else "b"
 
     def learn_one(self, context_key: str, outcome: Outcome) -> None:
         self._a.learn_one(context_key, outcome)
@@ -92,5 +91,4 @@ class ABPolicy(Policy):
     def decide(self, context_key: str, view: View, now: float) -> Proposal:
         arm = self.arm(context_key)
         prop = (self._a if arm == "a" else self._b).decide(context_key, view, now)
-        return Proposal(prop.threshold, prop.explore_rate, f"ab[{arm}]: {prop.reason}",
-                        prop.est_loss, prop.est_loss_ucb, prop.est_savings)
+        return dataclasses.replace(prop, reason=f"ab[{arm}]: {prop.reason}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from river import bandit
 
-from .base import NO_EARLY_STOP, Outcome, Policy, Proposal, View, estimates
+from .base import Outcome, Policy, Proposal, View, estimates
 
 
 class BanditPolicy(Policy):
@@ -59,11 +59,8 @@ class BanditPolicy(Policy):
             b.update(i, (1.0 - co) - self.penalty * lo, w=cf.weight)
 
     def decide(self, context_key: str, view: View, now: float) -> Proposal:
-        b = self._bandit(context_key)
-        if context_key not in self._bandits or not getattr(b, "_n", 0):
-            i = len(view.taus) - 1
-        else:
-            i = b.pull(list(range(len(view.taus))))
-        tau = view.taus[i] if i < len(view.taus) else NO_EARLY_STOP
+        b = self._bandits.get(context_key)
+        i = len(view.taus) - 1 if b is None or not b._n else b.pull(list(range(len(view.taus))))
+        tau = view.taus[i]
         rate = view.initial_rate if self.explore_rate is None else self.explore_rate
-        return Proposal(tau, rate, f"bandit: arm {tau:g}", **estimates(view, min(i, len(view.taus) - 1)))
+        return Proposal(tau, rate, f"bandit: arm {tau:g}", **estimates(view, i))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from stopwise.daemon.core.counterfactual import Counterfactual
 from stopwise.daemon.core.estimator import TauStats
@@ -139,9 +140,19 @@ def ltt_index(stats: TauStats, budget: float) -> int:
     >>> st.taus[ltt_index(st, 0.01)]
     0.8
     """
-    idx = len(stats.taus) - 1
-    for i in range(len(stats.taus) - 2, -1, -1):
-        if stats.ucb[i] <= budget:
+    return ltt_scan(stats.ucb, budget)
+
+
+def ltt_scan(ucbs: Sequence[float], budget: float) -> int:
+    """:func:`ltt_index` on UCBs aligned with an ascending tau grid ending
+    with 1.0.
+
+    >>> ltt_scan([0.001, 0.02, 0.005, 0.0], 0.01)
+    2
+    """
+    idx = len(ucbs) - 1
+    for i in range(len(ucbs) - 2, -1, -1):
+        if ucbs[i] <= budget:
             idx = i
         else:
             break

@@ -14,6 +14,7 @@ maximum.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 from .base import Outcome, Policy, Proposal, View
@@ -43,5 +44,5 @@ class EnsemblePolicy(Policy):
         tau = _COMBINE[self.combine]([p.threshold for p in props])
         chosen = next(p for p in props if p.threshold == tau)
         rate = max(p.explore_rate for p in props)
-        return Proposal(tau, rate, f"ensemble[{self.combine}]: {chosen.reason}",
-                        chosen.est_loss, chosen.est_loss_ucb, chosen.est_savings)
+        return dataclasses.replace(chosen, threshold=tau, explore_rate=rate,
+                                   reason=f"ensemble[{self.combine}]: {chosen.reason}")

@@ -59,5 +59,4 @@ class LoadAwarePolicy(Policy):
         if self.is_critical(context_key) or view.critical:
             f *= self.critical_fraction
         prop = self._base.decide(context_key, dataclasses.replace(view, budget=view.budget * f), now)
-        return Proposal(prop.threshold, prop.explore_rate, f"load_aware(load {load:.2f}, x{f:.2f}): {prop.reason}",
-                        prop.est_loss, prop.est_loss_ucb, prop.est_savings)
+        return dataclasses.replace(prop, reason=f"load_aware(load {load:.2f}, x{f:.2f}): {prop.reason}")

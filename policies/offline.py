@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from stopwise.daemon.core.bounds import cp_upper, kish
 
-from .base import NO_EARLY_STOP, Outcome, Policy, Proposal, View
+from .base import NO_EARLY_STOP, Outcome, Policy, Proposal, View, ltt_scan
 
 
 class OfflinePolicy(Policy):
@@ -61,13 +61,8 @@ class OfflinePolicy(Policy):
             return Proposal(NO_EARLY_STOP, view.initial_rate, f"offline: calibrating {seen}/{self.n_calibration}")
         n_eff = kish(acc[1], acc[2])
         taus = view.taus
-        idx = len(taus) - 1
         ucbs = [cp_upper(acc[3][i] / acc[1] * n_eff, n_eff, view.confidence) for i in range(len(taus))]
-        for i in range(len(taus) - 2, -1, -1):
-            if ucbs[i] <= view.budget:
-                idx = i
-            else:
-                break
+        idx = ltt_scan(ucbs, view.budget)
         prop = Proposal(taus[idx], self.explore_rate, f"offline: frozen after {acc[0]} requests",
                         acc[3][idx] / acc[1], min(1.0, ucbs[idx]) if idx < len(taus) - 1 else 0.0,
                         1.0 - acc[4][idx] / acc[1])

@@ -64,6 +64,8 @@ the drift detector's memory), ``keep_from``, ``reach`` (see
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from stopwise.daemon.core.bounds import cp_lower
 
 from .base import Outcome, Policy, Proposal, View, estimates, ltt_index, uncertainty_rate
@@ -151,10 +153,16 @@ class ReferencePolicy(Policy):
         acc = self._pending.setdefault(context_key, [0, 0])
         acc[0] += 1
         acc[1] += obs
-        d = 0.5 ** (1.0 / self.drift_half_life)
+        d = self._decay
         rec = self._recent.setdefault(context_key, [0.0, 0.0])
         rec[0] = rec[0] * d + 1.0
         rec[1] = rec[1] * d + obs
+
+    @cached_property
+    def _decay(self) -> float:
+        """Per-observation decay of the drift detector's memory (computed on
+        first use, so policies pickled before it existed restore as well)."""
+        return 0.5 ** (1.0 / self.drift_half_life)
 
     def drifting(self, context_key: str, budget: float, confidence: float) -> bool:
         """True when the recent realized loss on served traffic is over

@@ -32,7 +32,7 @@ def simulate(
 
     from .oracle import compute_oracle
     from .simulator import SimulationError, simulate as run, write_run
-    from .summary import summarize
+    from .summary import pct, summarize
     from .world import read_meta, read_world
 
     try:
@@ -70,8 +70,7 @@ def simulate(
         summary = summarize(res.outcomes, oracle, cfg, window=window, policy=name, meta=meta)
         write_run(res, dest, summary, odict)
         o = summary["overall"]
-        frac = "n/a" if o["fraction_of_oracle"] is None else f"{100 * o['fraction_of_oracle']:.1f}%"
-        typer.echo(f"| {name} | {100 * o['savings']:.1f}% | {frac} | {100 * o['em_drop']:.2f} | "
+        typer.echo(f"| {name} | {pct(o['savings'])} | {pct(o['fraction_of_oracle'])} | {100 * o['em_drop']:.2f} | "
                    f"{o['windows_over_budget']}/{o['windows']} | {res.rate:,.0f} |")
     typer.echo(f"wrote {out}")
 

@@ -17,13 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
+from .summary import pct
+
 ORACLE_FRACTION_TARGET = 0.90
 WINDOWS_WITHIN_TARGET = 0.95
 RECOVERY_TARGET = 2000
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def verdict(scenario: str, policy: str, s: dict) -> str:
@@ -35,8 +33,8 @@ def verdict(scenario: str, policy: str, s: dict) -> str:
         frac = o["fraction_of_oracle"] or 0.0
         worst = o["worst_context_share_over_budget"]
         ok = frac >= ORACLE_FRACTION_TARGET and worst <= 1 - WINDOWS_WITHIN_TARGET
-        return (f"{'PASS' if ok else 'FAIL'} (oracle share {_pct(frac)} vs >= 90%; "
-                f"worst context windows within budget {_pct(1 - worst)} vs >= 95%)")
+        return (f"{'PASS' if ok else 'FAIL'} (oracle share {pct(frac)} vs >= 90%; "
+                f"worst context windows within budget {pct(1 - worst)} vs >= 95%)")
     if scenario == "abrupt_drift":
         evs = [e for e in s.get("events", []) if e.get("kind") == "abrupt_drift"]
         if not evs:
@@ -49,21 +47,21 @@ def verdict(scenario: str, policy: str, s: dict) -> str:
 
 def table(root: str | Path) -> str:
     """Markdown table over every ``root/<scenario>/<policy>/summary.json``."""
+    from .simulator import run_rank
+
     root = Path(root)
     lines = ["| scenario | policy | token savings | of oracle's savings | EM drop (pts, CI) | windows over budget | worst context | target |",
              "|---|---|---|---|---|---|---|---|"]
     for sdir in sorted(p for p in root.iterdir() if p.is_dir()):
-        runs = sorted(sdir.glob("*/summary.json"))
-        order = ["none", "static-0.95", "offline", "naive", "reference"]
-        runs.sort(key=lambda p: (order.index(p.parent.name) if p.parent.name in order else 99, p.parent.name))
+        runs = sorted(sdir.glob("*/summary.json"), key=lambda p: run_rank(p.parent.name))
         for sp in runs:
             s = json.loads(sp.read_text())
             o = s["overall"]
             lo, hi = o["em_drop_ci"]
             lines.append(
-                f"| {sdir.name} | {sp.parent.name} | {_pct(o['savings'])} | {_pct(o['fraction_of_oracle'])} | "
+                f"| {sdir.name} | {sp.parent.name} | {pct(o['savings'])} | {pct(o['fraction_of_oracle'])} | "
                 f"{100 * o['em_drop']:.2f} ({100 * lo:.2f}..{100 * hi:.2f}) | {o['windows_over_budget']}/{o['windows']} | "
-                f"{_pct(o['worst_context_share_over_budget'])} | {verdict(sdir.name, sp.parent.name, s)} |")
+                f"{pct(o['worst_context_share_over_budget'])} | {verdict(sdir.name, sp.parent.name, s)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -105,16 +103,16 @@ def diagnose(root: str | Path, scenario: str = "stationary", policy: str = "refe
                 cost += x["tokens_full"] - c[stop_index(c, x["threshold"])][0]
     lines = [f"Diagnosis of `{policy}` on `{scenario}` (computed by `python -m stopwise.sim.matrix`):", "",
              f"- best fixed per-context threshold chosen in hindsight on the whole stream saves "
-             f"{_pct(static_saved / oracle_saved)} of the per-window oracle's tokens;",
-             f"- {explored} of {n} requests ({_pct(explored / n if n else 0)}) explored (ran to the end); the tokens those "
-             f"full runs cost beyond the served threshold equal {_pct(cost / oracle_saved)} of the oracle's savings;"]
+             f"{pct(static_saved / oracle_saved)} of the per-window oracle's tokens;",
+             f"- {explored} of {n} requests ({pct(explored / n if n else 0)}) explored (ran to the end); the tokens those "
+             f"full runs cost beyond the served threshold equal {pct(cost / oracle_saved)} of the oracle's savings;"]
     for key in sorted(best):
         th = served.get(key, [])
         half = th[len(th) // 2:] or [1.0]
         c = s["contexts"][key]
         lines.append(f"- `{key}`: served threshold (median, 2nd half) {median(half):g} vs best fixed {best[key]['threshold']:g} "
                      f"(EM drop {100 * best[key]['em_drop']:.2f} pts vs budget {100 * c['budget']:.2f}); "
-                     f"{_pct(c['fraction_of_oracle'])} of the oracle's tokens.")
+                     f"{pct(c['fraction_of_oracle'])} of the oracle's tokens.")
     return "\n".join(lines) + "\n"
 
 

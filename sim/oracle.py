@@ -21,13 +21,12 @@ The simulator's summary scores served traffic on exactly the same windows.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
-from itertools import accumulate
 from typing import Sequence
 
 from stopwise.daemon.config import Config
 from stopwise.daemon.context import ContextKeyer
+from stopwise.daemon.core.counterfactual import stop_indices
 from stopwise.daemon.stoprule import NO_EARLY_STOP
 
 from .world import WorldRequest
@@ -66,15 +65,12 @@ class RequestGrid:
 
 
 def grid_outcomes(req: WorldRequest, index: int, key: str, taus: Sequence[float]) -> RequestGrid:
-    """Stop points of ``req`` at every tau. Same rule as
+    """Stop points of ``req`` at every tau: the shared rule of
     :func:`stopwise.daemon.stoprule.stop_index` (first score >= tau, else the
-    last), computed with a running maximum so all taus cost one pass."""
+    last), all taus in one pass (:func:`~stopwise.daemon.core.counterfactual.stop_indices`)."""
     cps = req.checkpoints
-    prefmax = list(accumulate((c[1] for c in cps), max))
-    last = len(cps) - 1
     toks, ems = [], []
-    for tau in taus:
-        i = last if tau >= NO_EARLY_STOP else min(bisect_left(prefmax, tau), last)
+    for i in stop_indices(cps, taus):
         toks.append(cps[i][0])
         ems.append(req.em_of(cps[i][2]))
     return RequestGrid(index, key, req.ts, cps[-1][0], req.em_of(cps[-1][2]), tuple(toks), tuple(ems))

@@ -20,16 +20,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .summary import pct  # noqa: E402
+
 PLOTS = ("thresholds.png", "em_drop.png", "tokens_saved.png", "tradeoff.png")
 
 
 def _runs(root: Path) -> list[Path]:
     if (root / "summary.json").exists():
         return [root]
-    from .simulator import BASELINES
+    from .simulator import run_rank
 
-    rank = {name: i for i, name in enumerate(BASELINES)}
-    return sorted((p.parent for p in root.glob("*/summary.json")), key=lambda p: (rank.get(p.name, 99), p.name))
+    return sorted((p.parent for p in root.glob("*/summary.json")), key=lambda p: run_rank(p.name))
 
 
 def _load_outcomes(run: Path) -> list[dict]:
@@ -68,9 +69,9 @@ def _grid(n: int) -> tuple:
     return fig, list(axes.flat)
 
 
-def plot_run(run: Path) -> list[Path]:
-    """Write the four PNGs of one run; return their paths."""
-    summary = json.loads((run / "summary.json").read_text())
+def plot_run(run: Path, summary: dict) -> list[Path]:
+    """Write the four PNGs of one run (``summary``: its ``summary.json``);
+    return their paths."""
     oracle = json.loads((run / "oracle.json").read_text()) if (run / "oracle.json").exists() else {}
     outcomes = _load_outcomes(run)
     by_ctx: dict[str, list[dict]] = {}
@@ -164,24 +165,20 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def run_markdown(summary: dict) -> str:
     """The ``report.md`` of one run."""
     o = summary["overall"]
     lines = [
         f"# {summary.get('scenario') or 'world'} — policy `{summary.get('policy')}`", "",
-        f"Overall: token savings {_pct(o['savings'])} (oracle {_pct((o['oracle_tokens_saved'] or 0) / o['tokens_full'] if o['tokens_full'] else None)}), "
-        f"{_pct(o['fraction_of_oracle'])} of the oracle's saved tokens; EM drop {100 * o['em_drop']:.2f} pts "
+        f"Overall: token savings {pct(o['savings'])} (oracle {pct((o['oracle_tokens_saved'] or 0) / o['tokens_full'] if o['tokens_full'] else None)}), "
+        f"{pct(o['fraction_of_oracle'])} of the oracle's saved tokens; EM drop {100 * o['em_drop']:.2f} pts "
         f"(CI {100 * o['em_drop_ci'][0]:.2f}..{100 * o['em_drop_ci'][1]:.2f}); windows over budget "
-        f"{o['windows_over_budget']}/{o['windows']} (worst context {_pct(o['worst_context_share_over_budget'])}).", "",
+        f"{o['windows_over_budget']}/{o['windows']} (worst context {pct(o['worst_context_share_over_budget'])}).", "",
         "| context | n | savings | of oracle | EM drop (pts) | CI | budget | windows over |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for c, s in summary["contexts"].items():
-        lines.append(f"| {_md(c)} | {s['n']} | {_pct(s['savings'])} | {_pct(s['fraction_of_oracle'])} | {100 * s['em_drop']:.2f} | "
+        lines.append(f"| {_md(c)} | {s['n']} | {pct(s['savings'])} | {pct(s['fraction_of_oracle'])} | {100 * s['em_drop']:.2f} | "
                      f"{100 * s['em_drop_ci'][0]:.2f}..{100 * s['em_drop_ci'][1]:.2f} | {100 * s['budget']:.1f} | "
                      f"{s['windows_over_budget']}/{s['windows']} |")
     for ev in summary.get("events", []):
@@ -202,8 +199,8 @@ def make_report(root: str | Path) -> list[Path]:
     written: list[Path] = []
     summaries = {}
     for run in runs:
-        written += plot_run(run)
         s = json.loads((run / "summary.json").read_text())
+        written += plot_run(run, s)
         summaries[run.name] = s
         (run / "report.md").write_text(run_markdown(s))
         written.append(run / "report.md")
@@ -212,9 +209,9 @@ def make_report(root: str | Path) -> list[Path]:
                  "|---|---|---|---|---|---|"]
         for name, s in summaries.items():
             o = s["overall"]
-            lines.append(f"| [{name}]({name}/report.md) | {_pct(o['savings'])} | {_pct(o['fraction_of_oracle'])} | "
+            lines.append(f"| [{name}]({name}/report.md) | {pct(o['savings'])} | {pct(o['fraction_of_oracle'])} | "
                          f"{100 * o['em_drop']:.2f} | {o['windows_over_budget']}/{o['windows']} | "
-                         f"{_pct(o['worst_context_share_over_budget'])} |")
+                         f"{pct(o['worst_context_share_over_budget'])} |")
         (root / "report.md").write_text("\n".join(lines) + "\n")
         written.append(root / "report.md")
     return written

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import random
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from stopwise.daemon.context import ContextKeyer
 
@@ -181,6 +181,3 @@ def generate_world(name: str, seed: int, n: int, out: str | Path) -> tuple[int, 
     Path(str(out) + ".meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return count, meta
 
-
-def names() -> Iterable[str]:
-    return sorted(SCENARIOS)

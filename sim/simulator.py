@@ -46,6 +46,16 @@ BASELINES = ("none", "static-0.95", "offline", "naive", "reference")
 """The policies ``make sim`` compares side by side."""
 
 
+def run_rank(name: str) -> tuple[int, str]:
+    """Sort key of a run by policy name: the baselines in their order, then
+    the others by name.
+
+    >>> sorted(["zeta", "reference", "alpha", "none"], key=run_rank)
+    ['none', 'reference', 'alpha', 'zeta']
+    """
+    return (BASELINES.index(name) if name in BASELINES else 99, name)
+
+
 class SimulationError(StopwiseError):
     """The simulation could not run (bad policy name, empty world, ...)."""
 

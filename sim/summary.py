@@ -64,13 +64,21 @@ def mean_ci(values: Sequence[float], confidence: float) -> tuple[float, float, f
     return m, m - h, m + h
 
 
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal ("n/a" for None).
+
+    >>> pct(0.1234), pct(None)
+    ('12.3%', 'n/a')
+    """
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def drops(rows: Sequence[Outcome]) -> list[int]:
     """Per-request ``em_full - em`` where both are known."""
     return [r.em_full - r.em for r in rows if r.em is not None and r.em_full is not None]
 
 
-def _stats(rows: Sequence[Outcome], budget: float, window: int, confidence: float,
-           oracle_saved: int | None) -> dict:
+def _stats(rows: Sequence[Outcome], budget: float, confidence: float, oracle_saved: int | None) -> dict:
     full = sum(r.tokens_full for r in rows)
     used = sum(r.tokens_used for r in rows)
     d = drops(rows)
@@ -129,7 +137,7 @@ def summarize(outcomes: Sequence[Outcome], oracle: Oracle, config: Config, *, wi
     for key in sorted(by_ctx):
         rows = by_ctx[key]
         budget = config.budget_for(key)
-        st = _stats(rows, budget, window, conf, oracle.saved(key))
+        st = _stats(rows, budget, conf, oracle.saved(key))
         wd = window_drops(rows, window)
         over = sum(1 for x in wd if x > budget + 1e-12)
         st.update({"windows": len(wd), "windows_over_budget": over,
@@ -137,7 +145,7 @@ def summarize(outcomes: Sequence[Outcome], oracle: Oracle, config: Config, *, wi
         contexts[key] = st
         all_over += over
         all_windows += len(wd)
-    overall = _stats(outcomes, config.budget.em_drop, window, conf, oracle.saved())
+    overall = _stats(outcomes, config.budget.em_drop, conf, oracle.saved())
     overall.update({"windows": all_windows, "windows_over_budget": all_over,
                     "share_windows_over_budget": all_over / all_windows if all_windows else 0.0,
                     "worst_context_share_over_budget": max(

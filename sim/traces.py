@@ -41,6 +41,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from stopwise.daemon.core.counterfactual import stop_indices
 from stopwise.daemon.records import FeedbackEvent, InferenceEvent
 from stopwise.daemon.stoprule import NO_EARLY_STOP, explores, propensity, stop_index
 
@@ -119,13 +120,6 @@ def make_request(rng: random.Random, profile: ContextProfile, request_id: str, t
     return TraceRequest(request_id, ts, dict(profile.context), feats, tuple(cps), gold)
 
 
-def _loss_cost(req: TraceRequest, tau: float) -> tuple[int, float]:
-    cps = req.checkpoints
-    k = stop_index(cps, tau)
-    loss = int(req.full_correct and cps[k][2] != cps[-1][2])
-    return loss, cps[k][0] / cps[-1][0]
-
-
 def true_curves(profile: ContextProfile, taus: Iterable[float], n: int = 20000, seed: int = 0) -> dict[float, tuple[float, float]]:
     """Monte-Carlo ``(L(tau), T(tau))`` per tau (1.0 included if asked)."""
     rng = random.Random(seed)
@@ -134,10 +128,10 @@ def true_curves(profile: ContextProfile, taus: Iterable[float], n: int = 20000, 
     cost = {t: 0.0 for t in taus}
     for i in range(n):
         req = make_request(rng, profile, f"mc{i}", 0.0)
-        for t in taus:
-            lo, co = _loss_cost(req, t)
-            loss[t] += lo
-            cost[t] += co
+        cps = req.checkpoints
+        for t, k in zip(taus, stop_indices(cps, taus)):
+            loss[t] += int(req.full_correct and cps[k][2] != cps[-1][2])
+            cost[t] += cps[k][0] / cps[-1][0]
     return {t: (loss[t] / n, cost[t] / n) for t in taus}
 
 

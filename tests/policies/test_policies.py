@@ -15,12 +15,6 @@ from policy_helpers import TAUS, outcomes, view_for
 EASY, MIDDLE, RISKY = THREE_CONTEXTS
 
 
-def stats(ucb, loss=None, cost=None, n=5000.0):
-    k = len(ucb)
-    return TauStats(TAUS[-k:] if k != len(TAUS) else TAUS, tuple(loss or [u / 2 for u in ucb]), tuple(ucb),
-                    tuple(cost or [0.3 + 0.1 * i for i in range(k)]), n, int(n), int(n))
-
-
 # ---- reference ---------------------------------------------------------
 
 def test_reference_picks_lowest_tau_certified_for_it_and_all_more_conservative():

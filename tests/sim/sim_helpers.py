@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from stopwise.daemon.records import ThresholdRecord
+from stopwise.sim.world import WorldRequest
 
 
 def row(rid: str, ts: float, cps: list, gold: str | None = "y", *, ctx: dict | None = None,
@@ -19,9 +18,9 @@ def row(rid: str, ts: float, cps: list, gold: str | None = "y", *, ctx: dict | N
             "features": {"f": 1.0}, "checkpoints": cps, "gold_answer_hash": gold, "feedback": fb}
 
 
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def world(rows: list[dict]) -> list[WorldRequest]:
+    """The rows as validated world requests."""
+    return [WorldRequest.model_validate(r) for r in rows]
 
 
 @dataclass(frozen=True)

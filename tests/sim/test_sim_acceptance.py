@@ -9,13 +9,14 @@ from stopwise.sim.oracle import compute_oracle
 from stopwise.sim.scenarios import build
 from stopwise.sim.simulator import simulate
 from stopwise.sim.summary import summarize
-from stopwise.sim.world import WorldRequest
+
+from sim_helpers import world
 
 
 def test_reference_policy_stays_within_budget_on_stationary_world():
     cfg = Config()
     rows, meta = build("stationary", seed=11, n=12000)
-    reqs = [WorldRequest.model_validate(r) for r in rows]
+    reqs = world(rows)
     oracle = compute_oracle(reqs, cfg, window=1000)
     res = simulate(reqs, cfg, "reference", publish_delay=1.0)
     s = summarize(res.outcomes, oracle, cfg, window=1000, policy="reference", meta=meta)

@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from stopwise.daemon.cli import app
 from stopwise.sim.summary import OUTCOME_FIELDS
+from stopwise.sim.world import write_world
 
-from sim_helpers import row, write_rows
+from sim_helpers import row
 
 runner = CliRunner()
 
@@ -44,7 +45,8 @@ def test_generate_simulate_report(tmp_path):
 
 
 def test_single_policy_writes_into_out(tmp_path):
-    world = write_rows(tmp_path / "w.jsonl", [row(f"r{i}", i * 0.1, [[10, 0.5, "x"], [20, 0.99, "y"]]) for i in range(50)])
+    world = tmp_path / "w.jsonl"
+    write_world([row(f"r{i}", i * 0.1, [[10, 0.5, "x"], [20, 0.99, "y"]]) for i in range(50)], world)
     r = runner.invoke(app, ["simulate", "--world", str(world), "--policy", "reference", "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "outcomes.jsonl").exists()
@@ -60,7 +62,8 @@ def test_bad_world_lines_are_reported_with_line_numbers(tmp_path):
 
 
 def test_unknown_policy_and_scenario_fail_clearly(tmp_path):
-    world = write_rows(tmp_path / "w.jsonl", [row("a", 0, [[10, 0.5, "x"]])])
+    world = tmp_path / "w.jsonl"
+    write_world([row("a", 0, [[10, 0.5, "x"]])], world)
     r = runner.invoke(app, ["simulate", "--world", str(world), "--policy", "nope", "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "unknown policy 'nope'" in r.output
     r = runner.invoke(app, ["worlds", "generate", "--scenario", "nope", "--out", str(tmp_path / "x.jsonl")])

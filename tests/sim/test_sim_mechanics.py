@@ -8,15 +8,10 @@ import pytest
 
 from stopwise.daemon.stoprule import explore_draw
 from stopwise.sim.simulator import SimulationError, ThresholdTable, resolve_policy, simulate
-from stopwise.sim.world import WorldRequest
 
-from sim_helpers import ScriptedCore, row
+from sim_helpers import ScriptedCore, row, world
 
 CPS = [[10, 0.5, "x"], [20, 0.9, "y"], [30, 0.95, "y"]]
-
-
-def world(rows):
-    return [WorldRequest.model_validate(r) for r in rows]
 
 
 def test_thresholds_in_force_follow_publish_delay_fallback_and_truncate(cfg):

@@ -10,11 +10,7 @@ from stopwise.daemon.stoprule import stop_index
 from stopwise.sim.oracle import compute_oracle, grid_outcomes, oracle_grid, window_bounds
 from stopwise.sim.world import WorldRequest
 
-from sim_helpers import row
-
-
-def W(rows):
-    return [WorldRequest.model_validate(r) for r in rows]
+from sim_helpers import row, world
 
 
 def test_oracle_picks_most_saving_tau_within_budget_per_window():
@@ -27,7 +23,7 @@ def test_oracle_picks_most_saving_tau_within_budget_per_window():
             row("d", 3, fine, gold="w"),    # full run wrong: stopping early cannot lose EM here (gains it at 0.6)
             # window 2: all safe at 0.6
             *[row(f"e{i}", 4 + i, [[10, 0.7, "g"], [30, 0.9, "g"]], gold="g") for i in range(4)]]
-    o = compute_oracle(W(rows), cfg, window=4)
+    o = compute_oracle(world(rows), cfg, window=4)
     w1, w2 = o.windows["task=qa"]
     assert (w1.threshold, w1.saved_tokens, w1.full_tokens, w1.n) == (0.8, 40, 120, 4)
     assert w1.em_drop == 0.25 and w1.budget == 0.25
@@ -46,7 +42,7 @@ def test_per_context_windows_and_budget_override():
     rows = [row(f"a{i}", i, lossy, ctx={"task": "a"}) for i in range(2)] + \
            [row(f"b{i}", i, lossy, ctx={"task": "b"}, gold="g") for i in range(2)]
     rows[0]["gold_answer_hash"] = rows[1]["gold_answer_hash"] = "g"
-    o = compute_oracle(W(rows), cfg, window=2)
+    o = compute_oracle(world(rows), cfg, window=2)
     assert o.windows["task=a"][0].threshold == 1.0 and o.windows["task=a"][0].saved_tokens == 0
     assert o.windows["task=b"][0].threshold == 0.6 and o.windows["task=b"][0].saved_tokens == 20
 
@@ -54,7 +50,7 @@ def test_per_context_windows_and_budget_override():
 def test_unknown_truth_counts_tokens_but_not_drop():
     cfg = parse_config({"grid": {"taus": [0.6]}})
     rows = [row("a", 0, [[10, 0.7, "w"], [20, 0.9, "g"]], gold=None)]
-    o = compute_oracle(W(rows), cfg, window=1)
+    o = compute_oracle(world(rows), cfg, window=1)
     assert o.windows["task=qa"][0].threshold == 0.6 and o.windows["task=qa"][0].em_drop == 0.0
 
 

@@ -14,6 +14,8 @@ from stopwise.sim.simulator import simulate
 from stopwise.sim.summary import summarize
 from stopwise.sim.world import read_meta, read_world
 
+from sim_helpers import world
+
 N = 300
 
 
@@ -62,10 +64,8 @@ def test_scenario_shapes():
 
 def test_abrupt_drift_makes_the_middle_context_riskier():
     cfg = Config()
-    from stopwise.sim.world import WorldRequest
-
     rows, meta = build("abrupt_drift", seed=2, n=12000)
-    reqs = [WorldRequest.model_validate(r) for r in rows]
+    reqs = world(rows)
     ev = meta["events"][0]
     before = [r for r in reqs if r.ts < ev["ts"]]
     after = [r for r in reqs if r.ts >= ev["ts"]]

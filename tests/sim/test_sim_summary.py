@@ -8,9 +8,8 @@ import pytest
 from stopwise.daemon.config import parse_config
 from stopwise.sim.oracle import compute_oracle
 from stopwise.sim.summary import OUTCOME_FIELDS, Outcome, mean_ci, recovery, summarize
-from stopwise.sim.world import WorldRequest
 
-from sim_helpers import row
+from sim_helpers import row, world
 
 
 def out(i, ctx, used, full, em, em_full, ts=None):
@@ -19,9 +18,9 @@ def out(i, ctx, used, full, em, em_full, ts=None):
 
 def test_summary_fields_per_context_and_overall():
     cfg = parse_config({"grid": {"taus": [0.6]}, "budget": {"em_drop": 0.1, "per_context": {"task=b": 0.5}}})
-    world = [WorldRequest.model_validate(row(f"r{i}", i, [[10, 0.7, "g"], [40, 0.9, "g"]], gold="g",
-                                             ctx={"task": "a" if i < 4 else "b"})) for i in range(6)]
-    oracle = compute_oracle(world, cfg, window=2)   # every request saves 30 at 0.6 -> 180
+    reqs = world([row(f"r{i}", i, [[10, 0.7, "g"], [40, 0.9, "g"]], gold="g", ctx={"task": "a" if i < 4 else "b"})
+                   for i in range(6)])
+    oracle = compute_oracle(reqs, cfg, window=2)   # every request saves 30 at 0.6 -> 180
     outs = [out(0, "task=a", 40, 40, 1, 1), out(1, "task=a", 10, 40, 0, 1),   # window 1: drop 0.5 > 0.1
             out(2, "task=a", 10, 40, 1, 1), out(3, "task=a", 10, 40, 1, 1),   # window 2: drop 0
             out(4, "task=b", 10, 40, 0, 1), out(5, "task=b", 10, 40, None, None)]  # 1 known drop of 1 > 0.5

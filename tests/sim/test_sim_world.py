@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from stopwise.sim.world import WorldError, WorldRequest, load_schema, read_world, render_schema, write_world
+from stopwise.sim.world import WorldError, load_schema, read_world, render_schema, write_world
 
-from sim_helpers import row, write_rows
+from sim_helpers import row, world
 
 CPS = [[10, 0.5, "x"], [20, 0.9, "y"]]
 
@@ -16,7 +16,8 @@ CPS = [[10, 0.5, "x"], [20, 0.9, "y"]]
 def test_reads_and_sorts_by_ts_keeping_extras(tmp_path):
     rows = [row("b", 2.0, CPS), row("a", 1.0, CPS, gold=None, override=1, delay=3.5)]
     rows[0]["note"] = "extra fields are kept"
-    reqs, errors = read_world(write_rows(tmp_path / "w.jsonl", rows))
+    write_world(rows, tmp_path / "w.jsonl")
+    reqs, errors = read_world(tmp_path / "w.jsonl")
     assert errors == []
     assert [r.request_id for r in reqs] == ["a", "b"]
     a, b = reqs
@@ -62,7 +63,7 @@ def test_unreadable_file(tmp_path):
 
 
 def test_write_read_round_trip(tmp_path):
-    reqs = [WorldRequest.model_validate(row(f"r{i}", i, CPS, delay=i)) for i in range(3)]
+    reqs = world([row(f"r{i}", i, CPS, delay=i) for i in range(3)])
     assert write_world(reqs, tmp_path / "x" / "w.jsonl") == 3
     back, _ = read_world(tmp_path / "x" / "w.jsonl")
     assert back == reqs

@@ -31,7 +31,7 @@ def pct(samples: list[int], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def per_call(fn, args_list, overhead_ns: float = 0.0) -> dict[str, float]:
+def per_call(fn, args_list) -> dict[str, float]:
     """Time each call separately (perf_counter_ns around it). Raw figures: the
     timer's own cost (printed in the header) is included, not subtracted."""
     samples = []
@@ -59,7 +59,7 @@ def rec(context: str, thr: float) -> bytes:
                        "issued_at": 0.0, "expires_at": 1e12, "policy": "bench"}).encode()
 
 
-def bench_table(n: int, ov: float) -> list[tuple[str, dict, dict]]:
+def bench_table(n: int) -> list[tuple[str, dict, dict]]:
     tasks = [f"t{i}" for i in range(20)]
     domains = [f"d{j}" for j in range(10)]
     t = ThresholdTable("127.0.0.1:1", "bench", dimensions=("task", "domain"))
@@ -74,30 +74,30 @@ def bench_table(n: int, ov: float) -> list[tuple[str, dict, dict]]:
     ids = [f"req-{i}" for i in range(n)]
     for k in keys_exact + keys_fallback:  # warm the per-snapshot resolution cache
         t.get(k)
-    base = per_call(plain.get, keys_exact, ov)
+    base = per_call(plain.get, keys_exact)
     rows = [
         ("dict.get (baseline)", base, base),
-        ("ThresholdTable.get(key), exact", per_call(t.get, keys_exact, ov), base),
-        ("ThresholdTable.get(key), falls back to parent", per_call(t.get, keys_fallback, ov), base),
-        ("ThresholdTable.get(dict context)", per_call(t.get, dicts, ov), base),
-        ("ThresholdTable.decide(request_id, key)", per_call(lambda a: t.decide(a[0], a[1]), list(zip(ids, keys_exact)), ov), base),
+        ("ThresholdTable.get(key), exact", per_call(t.get, keys_exact), base),
+        ("ThresholdTable.get(key), falls back to parent", per_call(t.get, keys_fallback), base),
+        ("ThresholdTable.get(dict context)", per_call(t.get, dicts), base),
+        ("ThresholdTable.decide(request_id, key)", per_call(lambda a: t.decide(a[0], a[1]), list(zip(ids, keys_exact))), base),
     ]
     return rows
 
 
-def bench_publisher(n: int, ov: float) -> list[tuple[str, dict, dict]]:
+def bench_publisher(n: int) -> list[tuple[str, dict, dict]]:
     inf = dict(request_id="r", ts=1.0, context={"task": "digits", "domain": "clean"},
                features={"noise": 0.0, "ink": 0.3}, threshold=0.9, threshold_version=3, explore=False,
                propensity=0.9, stop_index=1, tokens_used=1232, tokens_budget=14160,
                checkpoints=[[296, 0.4, "3"], [1232, 0.95, "3"]])
     fb = dict(request_id="r", ts=2.0, em=1, gold_answer_hash="3")
     dq: deque = deque(maxlen=10_000)
-    base = per_call(dq.append, [inf] * n, ov)
+    base = per_call(dq.append, [inf] * n)
     from stopwise.daemon.records import InferenceEvent
 
     rows = [("deque.append (baseline)", base, base),
             ("InferenceEvent.model_validate alone (reference: the validation part)",
-             per_call(InferenceEvent.model_validate, [inf] * n, ov), base)]
+             per_call(InferenceEvent.model_validate, [inf] * n), base)]
     for label, kind, fields, validate in (
             ("EventPublisher.inference, eager validation (default)", "inference", inf, True),
             ("EventPublisher.feedback, eager validation (default)", "feedback", fb, True),
@@ -105,12 +105,12 @@ def bench_publisher(n: int, ov: float) -> list[tuple[str, dict, dict]]:
         pub = EventPublisher("x", "inf", "fb", producer_factory=lambda **kw: FakeProducer(),
                              queue_size=1_000_000, validate=validate)
         call = getattr(pub, kind)
-        res = per_call(lambda f: call(**f), [fields] * n, ov)
+        res = per_call(lambda f: call(**f), [fields] * n)
         pub.close(30.0)
         rows.append((label, res, base))
     # the broker-down path: every call drops the oldest
     pub = EventPublisher("x", "inf", "fb", producer_factory=_down, queue_size=100)
-    res = per_call(lambda f: pub.feedback(**f), [fb] * n, ov)
+    res = per_call(lambda f: pub.feedback(**f), [fb] * n)
     rows.append((f"EventPublisher.feedback, broker down (queue full, drops {pub.dropped})", res, base))
     pub.close(0.1)
     return rows
@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus, "
                      f"load average {os.getloadavg()[0]:.1f} at start; per-call timer overhead {ov:.0f} ns "
                      f"(included in every per-call figure)\n\n")
-    sys.stdout.write(table_md(f"ThresholdTable lookups ({n_table} calls each)", bench_table(n_table, ov)) + "\n")
+    sys.stdout.write(table_md(f"ThresholdTable lookups ({n_table} calls each)", bench_table(n_table)) + "\n")
     sys.stdout.write(table_md(f"EventPublisher cost per call in the app thread ({n_pub} calls each)",
-                              bench_publisher(n_pub, ov), "us", 1000.0) + "\n")
+                              bench_publisher(n_pub), "us", 1000.0) + "\n")
     sys.stdout.write(table_md(f"ONNX anytime model per request ({n_fleet} digits requests x 7 rounds, onnxruntime, "
                               "1 thread; median = best round's median)",
                               bench_fleet(n_fleet), "us", 1000.0) + "\n")

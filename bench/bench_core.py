@@ -28,9 +28,9 @@ from stopwise.daemon.config import Config
 from stopwise.daemon.context import ContextKeyer
 from stopwise.daemon.core.engine import Controller
 from stopwise.daemon.core.examples import LabelledExample, from_events
-from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
+from stopwise.sim.traces import THREE_CONTEXTS
 
-SERVED = {"extract": 0.7, "qa": 0.93, "math": 0.99}
+from _traffic import served_events
 
 
 def build(n: int, seed: int, cold: bool = False) -> list[bytes]:
@@ -39,9 +39,8 @@ def build(n: int, seed: int, cold: bool = False) -> list[bytes]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        req = make_request(rng, rng.choice(THREE_CONTEXTS), f"b{i}", i * 0.001)
-        thr = 1.0 if cold else SERVED[req.context["task"]]
-        inf, fb = to_events(req, thr, 0.2 if cold else 0.1)
+        inf, fb = served_events(rng, i, "b", i * 0.001, profile=rng.choice(THREE_CONTEXTS),
+                                threshold=1.0 if cold else None, explore_rate=0.2 if cold else 0.1)
         out.append(from_events(inf, fb, keyer).to_bytes())
     return out
 

@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,13 +61,14 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from stopwise.daemon.config import Config, parse_config
-from stopwise.daemon.records import decode_feedback, decode_inference
+from stopwise.daemon.kafka_broker import free_port
+from stopwise.daemon.records import FeedbackEvent, InferenceEvent, decode_feedback, decode_inference
 from stopwise.daemon.shell.kafka_io import client_kwargs
 from stopwise.daemon.shell.runner import Daemon, tune_gc
 from stopwise.daemon.shell.topics import create_topics
-from stopwise.sim.traces import THREE_CONTEXTS, ContextProfile, make_request, to_events
+from stopwise.sim.traces import ContextProfile, make_request, to_events
 
-SERVED = {"extract": 0.7, "qa": 0.93, "math": 0.99}
+from _traffic import served_events
 
 
 def make_cfg(bootstrap: str, **sections) -> Config:
@@ -87,15 +87,19 @@ def make_cfg(bootstrap: str, **sections) -> Config:
     return cfg
 
 
+def send(prod: KafkaProducer, topic: str, event: InferenceEvent | FeedbackEvent) -> None:
+    """Produce one event as the publisher does: keyed by its request_id."""
+    prod.send(topic, key=event.request_id.encode(), value=event.to_bytes())
+
+
 def prefill(cfg: Config, n: int, seed: int = 1) -> int:
     rng = random.Random(seed)
     prod = KafkaProducer(**client_kwargs(cfg), acks=1, linger_ms=20, batch_size=512 * 1024)
     now = time.time()
     for i in range(n):
-        req = make_request(rng, THREE_CONTEXTS[i % 3], f"b{i}", now)
-        inf, fb = to_events(req, SERVED[req.context["task"]], 0.1)
-        prod.send(cfg.topics.inference, key=inf.request_id.encode(), value=inf.to_bytes())
-        prod.send(cfg.topics.feedback, key=fb.request_id.encode(), value=fb.to_bytes())
+        inf, fb = served_events(rng, i, "b", now)
+        send(prod, cfg.topics.inference, inf)
+        send(prod, cfg.topics.feedback, fb)
     prod.flush(120)
     prod.close()
     return 2 * n
@@ -142,7 +146,8 @@ def daemon_run(cfg: Config, total: int, n_examples: int) -> tuple[float, float]:
     inputs = {cfg.topics.inference, cfg.topics.feedback}
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        consumed = sum(v for (topic,), v in _consumed(d).items() if topic in inputs)
+        consumed = sum(d.metrics.registry.get_sample_value("stopwise_consumed_total", {"topic": t}) or 0
+                       for t in inputs)
         if t_input is None and consumed >= total:
             t_input = time.perf_counter() - t0
         if d.processor.learned >= n_examples:
@@ -159,12 +164,6 @@ def fresh_outputs(cfg: Config) -> Config:
     new = make_cfg(cfg.kafka.bootstrap)
     return new.model_copy(update={"topics": new.topics.model_copy(
         update={"inference": cfg.topics.inference, "feedback": cfg.topics.feedback})})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port: int, names: tuple[str, ...]) -> dict[str, float]:
@@ -190,7 +189,7 @@ def process_run(cfg: Config, n_examples: int, instances: int, workdir: Path) -> 
     data["logging"]["format"] = "json"
     cfile = workdir / f"run{uuid.uuid4().hex[:6]}.yaml"
     cfile.write_text(yaml.safe_dump(data))
-    ports = [_free_port() for _ in range(instances)]
+    ports = [free_port() for _ in range(instances)]
     procs, logs = [], []
     for i, port in enumerate(ports):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "STOPWISE_"))}
@@ -229,15 +228,6 @@ def process_run(cfg: Config, n_examples: int, instances: int, workdir: Path) -> 
     return dt, learned0, assigned
 
 
-def _consumed(d: Daemon) -> dict:
-    out = {}
-    for metric in d.metrics.consumed.collect():
-        for s in metric.samples:
-            if s.name.endswith("_total"):
-                out[(s.labels["topic"],)] = s.value
-    return out
-
-
 def latency(bootstrap: str, seconds: float, rate: float, probe_rate: float, interval: float) -> tuple[list[float], int]:
     cfg = make_cfg(bootstrap, context={"min_support": 0, "max_contexts": 4096}, publish={"interval_s": interval})
     d, stop, th = start_daemon(cfg)
@@ -267,18 +257,17 @@ def latency(bootstrap: str, seconds: float, rate: float, probe_rate: float, inte
     i = probe_i = 0
     next_probe = time.perf_counter() + 1.0
     while time.perf_counter() < t_end:
-        req = make_request(rng, THREE_CONTEXTS[i % 3], f"l{i}", time.time())
-        inf, fb = to_events(req, SERVED[req.context["task"]], 0.1)
-        prod.send(cfg.topics.inference, key=inf.request_id.encode(), value=inf.to_bytes())
-        prod.send(cfg.topics.feedback, key=fb.request_id.encode(), value=fb.to_bytes())
+        inf, fb = served_events(rng, i, "l", time.time())
+        send(prod, cfg.topics.inference, inf)
+        send(prod, cfg.topics.feedback, fb)
         i += 1
         if time.perf_counter() >= next_probe:
             prof = ContextProfile({"task": "probe", "domain": f"p{probe_i}"}, p_correct=0.8, calibration=0.99)
             preq = make_request(rng, prof, f"probe{probe_i}", time.time())
             pinf, pfb = to_events(preq, 1.0, 0.0)
-            prod.send(cfg.topics.inference, key=pinf.request_id.encode(), value=pinf.to_bytes())
+            send(prod, cfg.topics.inference, pinf)
             prod.flush()
-            prod.send(cfg.topics.feedback, key=pfb.request_id.encode(), value=pfb.to_bytes())
+            send(prod, cfg.topics.feedback, pfb)
             sent_at[f"task=probe|domain=p{probe_i}"] = time.perf_counter()
             prod.flush()
             probe_i += 1

@@ -27,9 +27,9 @@ from stopwise.daemon.core.join import Joiner
 from stopwise.daemon.records import decode_feedback, decode_inference
 from stopwise.daemon.shell.processing import EXAMPLES_PER_RECORD
 from stopwise.daemon.shell.runner import tune_gc
-from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
-SERVED = {"extract": 0.7, "qa": 0.93, "math": 0.99}
+from _traffic import served_events
+
 STAGES = ("decode inference", "decode feedback", "join", "encode example batch", "decode example batch", "learn")
 
 
@@ -73,8 +73,7 @@ def main() -> None:
     now = time.time()
     infs, fbs = [], []
     for i in range(args.n):
-        req = make_request(rng, THREE_CONTEXTS[i % 3], f"b{i}", now)
-        inf, fb = to_events(req, SERVED[req.context["task"]], 0.1)
+        inf, fb = served_events(rng, i, "b", now)
         infs.append(inf.to_bytes())
         fbs.append(fb.to_bytes())
     tune_gc()

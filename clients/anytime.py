@@ -36,7 +36,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from stopwise.daemon.stoprule import NO_EARLY_STOP, stop_index, stops_at
+from stopwise.daemon.stoprule import NO_EARLY_STOP, stops_at
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 METADATA_FILE = "anytime_digits.json"
@@ -61,9 +61,10 @@ def load_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndar
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     n_test = int(round(len(x) * TEST_FRACTION))
     te, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
-    for a in (x, y):
+    out = (x[tr], y[tr], x[te], y[te], te)
+    for a in out:  # cached and shared by every caller: read-only
         a.setflags(write=False)
-    return x[tr], y[tr], x[te], y[te], te
+    return out
 
 
 def add_noise(x: np.ndarray, rng: np.random.Generator, sigma: float = NOISE_SIGMA) -> np.ndarray:
@@ -221,11 +222,3 @@ def digits_traces(seed: int, n: int, start_ts: float = 0.0, rate: float = 100.0,
                 "feedback": {"present": present, "delay_s": round(delay, 6)},
             }
 
-
-def delivered_index(checkpoints: Sequence[Sequence], threshold: float, explore: bool) -> int:
-    """Index delivered for a full trace under the client's rule (explore = full answer).
-
-    >>> delivered_index([(1, 0.9, "a"), (2, 0.99, "b")], 0.8, False), delivered_index([(1, 0.9, "a"), (2, 0.99, "b")], 0.8, True)
-    (0, 1)
-    """
-    return len(checkpoints) - 1 if explore else stop_index(checkpoints, threshold)

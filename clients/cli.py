@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -26,10 +25,9 @@ def _config(path: Path):
 
 
 def _logging(cfg, quiet: bool = False) -> None:
-    from stopwise.daemon.logs import configure_logging, resolve_format
+    from stopwise.daemon.logs import configure_from_config
 
-    configure_logging(resolve_format(cfg.logging.format, env=os.environ, stream=sys.stderr),
-                      "WARNING" if quiet else cfg.logging.level)
+    configure_from_config(cfg, level="WARNING" if quiet else None)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

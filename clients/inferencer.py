@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -62,6 +62,12 @@ class _Acc:
         self.em_full += em_full
         self.threshold_sum += thr
         self.last_threshold = thr
+
+    def merge(self, other: "_Acc") -> None:
+        """Add ``other``'s counts and sums into this one (``last_threshold`` is left as is)."""
+        for f in fields(self):
+            if f.name != "last_threshold":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def row(self) -> dict[str, Any]:
         n = max(1, self.requests)
@@ -115,13 +121,7 @@ class FleetStats:
             out = {k: a.row() for k, a in sorted(self._total.items())}
             total = _Acc()
             for a in self._total.values():
-                total.requests += a.requests
-                total.explored += a.explored
-                total.tokens += a.tokens
-                total.tokens_full += a.tokens_full
-                total.em += a.em
-                total.em_full += a.em_full
-                total.threshold_sum += a.threshold_sum
+                total.merge(a)
             total.last_threshold = round(total.threshold_sum / max(1, total.requests), 4)
             out["all"] = total.row()
             return out
@@ -250,9 +250,7 @@ class Fleet:
         self._threads.clear()
         self.feedback.stop(drain=False)
         self.feedback.pump()
-        remaining = self.publisher.flush(flush_timeout)
-        if self._own_pub:
-            remaining = self.publisher.close(flush_timeout)
+        remaining = self.publisher.close(flush_timeout) if self._own_pub else self.publisher.flush(flush_timeout)
         if self._own_table:
             self.table.stop()
         out = self.snapshot()

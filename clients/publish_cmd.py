@@ -32,8 +32,6 @@ DECODERS = {"inference": decode_inference, "feedback": decode_feedback}
 class PublishReport:
     accepted: int = 0
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, reason, detail)
-    sent: int = 0
-    undelivered: int = 0
     lines: int = 0
 
 

@@ -45,6 +45,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stopwise.daemon.context import ContextKeyer, parents
+from stopwise.daemon.core.examples import context_key
 from stopwise.daemon.records import ThresholdRecord
 from stopwise.daemon.signing import verify_record
 from stopwise.daemon.stoprule import NO_EARLY_STOP, explores, propensity
@@ -95,8 +96,6 @@ class ThresholdTable:
                  max_record_bytes: int = 1_000_000) -> None:
         self.bootstrap, self.topic = bootstrap, topic
         self.keyer = ContextKeyer(tuple(dimensions))
-        self._dims = self.keyer.dimensions
-        self._keys: dict[tuple, str] = {}
         self.default_threshold = float(default_threshold)
         self.default_explore_rate = float(default_explore_rate)
         self._key = hmac_key or None
@@ -150,17 +149,8 @@ class ThresholdTable:
 
     def key(self, context: Mapping[str, str]) -> str:
         """The canonical key of a context dict (``ContextKeyer.key``), memoised
-        on the tuple of its dimension values (the key depends on nothing else)."""
-        try:
-            sig = tuple(map(context.get, self._dims))
-            key = self._keys.get(sig)
-        except TypeError:  # unhashable values: no memo
-            return self.keyer.key(context)
-        if key is None:
-            key = self.keyer.key(context)
-            if len(self._keys) < _CACHE_MAX:
-                self._keys[sig] = key
-        return key
+        (``core.examples.context_key``)."""
+        return context_key(self.keyer, context)
 
     def decide(self, request_id: str, context: Mapping[str, str] | str) -> StopDecision:
         """Threshold, exploration draw (``stoprule.explores``) and its propensity for one request."""

@@ -24,8 +24,6 @@ from rich.table import Table
 
 from stopwise.daemon.records import ThresholdRecord
 
-COLUMNS = ("context", "threshold", "explore_rate", "version", "age_s", "est_loss", "est_loss_ucb",
-           "est_savings", "n", "reason")
 HEADERS = ("context", "thr", "explore", "ver", "age", "loss", "loss ucb", "savings", "n", "reason")
 
 

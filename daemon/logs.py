@@ -134,14 +134,16 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: IO[str] | 
         logging.getLogger(name).setLevel(max(_level_no(kafka_level), level_no))
 
 
-def configure_from_config(cfg: Any, env: Mapping[str, str] | None = None, stream: IO[str] | None = None) -> None:
+def configure_from_config(cfg: Any, env: Mapping[str, str] | None = None, stream: IO[str] | None = None,
+                          level: str | None = None) -> None:
     """Convenience for ``main``: ``cfg.logging.format/level``, JSON under systemd.
 
-    ``env`` defaults to ``os.environ`` (this is meant for the edge only).
+    ``env`` defaults to ``os.environ`` (this is meant for the edge only);
+    ``level`` overrides the configured level (e.g. a CLI's ``--quiet``).
     """
     env = os.environ if env is None else env
     fmt = resolve_format(cfg.logging.format, env=env, stream=stream if stream is not None else sys.stderr)
-    configure_logging(fmt, cfg.logging.level, stream=stream)
+    configure_logging(fmt, level or cfg.logging.level, stream=stream)
 
 
 class _Stderr:

@@ -16,7 +16,6 @@ unknown_version
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator

@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
 from stopwise.daemon.cli import app
 from stopwise.daemon.signing import sign_record
+
+from clients_helpers import produce
 
 runner = CliRunner()
 
@@ -32,14 +34,6 @@ def threshold(context: str, thr: float, version: int = 1, key: bytes | None = No
             "issued_at": time.time() - 5, "expires_at": time.time() + 3600, "policy": "reference",
             "est_loss": 0.004, "est_loss_ucb": 0.009, "est_savings": 0.42, "n": 321.0, "reason": "ltt", **extra}
     return json.dumps(sign_record(body, key) if key else body).encode()
-
-
-def produce(bootstrap: str, topic: str, items) -> None:
-    p = KafkaProducer(bootstrap_servers=bootstrap)
-    for k, v in items:
-        p.send(topic, key=k.encode(), value=v)
-    p.flush(30)
-    p.close()
 
 
 def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list:

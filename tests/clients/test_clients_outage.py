@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import time
 
-from kafka import KafkaProducer
-
 from stopwise.clients.inferencer import Fleet, publisher_from_config, table_from_config
 from stopwise.daemon.config import parse_config
 from stopwise.daemon.shell.topics import create_topics
+
+from clients_helpers import produce, wait_for
 
 CONTEXTS = {"task=digits|domain=clean": 0.8, "task=digits|domain=noisy": 0.9,
             "task=hard|domain=clean": 0.85, "task=hard|domain=noisy": 0.95}
@@ -26,29 +26,12 @@ def threshold_records(version: int, shift: float = 0.0) -> list[tuple[str, bytes
     return out
 
 
-def produce(bootstrap: str, topic: str, items) -> None:
-    p = KafkaProducer(bootstrap_servers=bootstrap)
-    for k, v in items:
-        p.send(topic, key=k.encode(), value=v)
-    p.flush(60)
-    p.close()
-
-
-def wait_for(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
-
-
 def test_broker_outage_fleet_keeps_serving_and_publisher_drops(broker_factory):
     broker = broker_factory()
     bootstrap = broker.start(timeout=180)
     cfg = parse_config({"kafka": {"bootstrap": bootstrap}, "topics": {"input_partitions": 1}})
     create_topics(cfg)
-    produce(bootstrap, cfg.topics.thresholds, threshold_records(1))
+    produce(bootstrap, cfg.topics.thresholds, threshold_records(1), flush_timeout=60)
 
     table = table_from_config(cfg, retry_backoff_s=(0.2, 1.0))
     pub = publisher_from_config(cfg, queue_size=200, max_inflight=200, log_interval_s=1.0)
@@ -86,7 +69,7 @@ def test_broker_outage_fleet_keeps_serving_and_publisher_drops(broker_factory):
         # restart: the same workdir keeps ports and data; the table reconnects
         sent_before = pub.sent
         broker.start(timeout=180)
-        produce(bootstrap, cfg.topics.thresholds, threshold_records(2, shift=0.05))
+        produce(bootstrap, cfg.topics.thresholds, threshold_records(2, shift=0.05), flush_timeout=60)
         assert wait_for(lambda: table.get("task=hard|domain=noisy").version == 2, 90), "table did not reconnect"
         assert table.get("task=hard|domain=noisy").threshold == 0.9
         assert wait_for(lambda: pub.sent > sent_before + 50, 90), "publisher did not deliver after restart"

@@ -12,19 +12,12 @@ from prometheus_client import CollectorRegistry
 from stopwise.clients.publisher import EventPublisher, FakeProducer
 from stopwise.daemon.records import FeedbackEvent, decode_feedback, decode_inference
 
+from clients_helpers import wait_for
+
 
 def inf_fields(i: int = 0) -> dict:
     return dict(request_id=f"r{i}", ts=1.0, context={"task": "digits"}, threshold=1.0, stop_index=1,
                 tokens_used=20, tokens_budget=20, checkpoints=[[10, 0.5, "a"], [20, 0.9, "b"]])
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def test_records_are_validated_keyed_and_routed():
@@ -89,7 +82,7 @@ def test_broker_down_drops_oldest_never_blocks_and_counts():
     assert pub.flush(timeout=0.3) == 100
     assert time.monotonic() - t < 1.0
     assert pub.close(timeout=0.3) == 100
-    assert wait_for(lambda: len(attempts) >= 2)  # it kept retrying in the background
+    assert wait_for(lambda: len(attempts) >= 2, 10)  # it kept retrying in the background
 
 
 def test_broker_appears_later_and_queue_is_delivered():

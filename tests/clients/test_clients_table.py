@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-
 
 from stopwise.clients.table import ThresholdTable
 from stopwise.daemon.signing import sign_record
 from stopwise.daemon.stoprule import explores, propensity
+
+from clients_helpers import produce, wait_for
 
 KEY = b"secret-key"
 
@@ -115,25 +115,6 @@ def test_lookups_see_whole_batches_only():
     assert bad == []
 
 
-def produce(bootstrap: str, topic: str, items: list[tuple[str, bytes | None]]) -> None:
-    from kafka import KafkaProducer
-
-    p = KafkaProducer(bootstrap_servers=bootstrap)
-    for k, v in items:
-        p.send(topic, key=k.encode(), value=v)
-    p.flush(30)
-    p.close()
-
-
-def wait_for(cond, timeout=30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 def test_tails_real_topic_forged_ignored_updates_and_tombstones(make_config):
     cfg = make_config()
     topic = cfg.topics.thresholds
@@ -154,8 +135,8 @@ def test_tails_real_topic_forged_ignored_updates_and_tombstones(make_config):
         assert t.get({"task": "gone"}).threshold == 0.95
         produce(cfg.kafka.bootstrap, topic, [("task=qa", rec("task=qa", 0.75, version=4, key=KEY)),
                                              ("*", None)])
-        assert wait_for(lambda: t.get("task=qa").version == 4)
-        assert wait_for(lambda: t.get({"task": "new"}) is None)
+        assert wait_for(lambda: t.get("task=qa").version == 4, 30)
+        assert wait_for(lambda: t.get({"task": "new"}) is None, 30)
         assert t.decide("r", {"task": "new"}).threshold == 1.0
 
 

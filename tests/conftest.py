@@ -9,6 +9,10 @@ the hypothesis profile.
   started) in a fresh temp dir; stopped at teardown. For stop/restart tests.
 
 Every test using one of these is marked ``kafka`` automatically.
+
+- ``daemon_process`` (function): ``daemon_process(config_file, env=None) ->
+  DaemonProcess``, `stopwise run` started as a subprocess (helpers in
+  tests/daemon_helpers.py); killed at teardown if still running.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from stopwise.daemon.config import Config, parse_config
+
+from daemon_helpers import DaemonProcess
 
 settings.register_profile(
     "ci", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
@@ -131,3 +137,19 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[[], Any]]:
     yield factory
     for b in brokers:
         b.stop()
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """``daemon_process(config_file, env=None) -> DaemonProcess`` (started,
+    logging to a file in ``tmp_path``); every one still running is killed at teardown."""
+    procs: list[DaemonProcess] = []
+
+    def factory(config_file: Path, env: Mapping[str, str] | None = None) -> DaemonProcess:
+        p = DaemonProcess(config_file, tmp_path / f"daemon{len(procs)}.log", env)
+        procs.append(p)
+        return p.start()
+
+    yield factory
+    for p in procs:
+        p.kill()

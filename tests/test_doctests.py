@@ -13,7 +13,7 @@ import pkgutil
 import pytest
 
 PACKAGES = ["stopwise.daemon", "stopwise.policies", "stopwise.clients", "stopwise.sim"]
-NO_RUN = {"stopwise.daemon.cli", "stopwise.daemon.__main__"}  # import side effects only, no doctests
+NO_RUN = {"stopwise.daemon.cli"}  # import side effects only, no doctests
 
 
 def _module_names() -> list[str]:

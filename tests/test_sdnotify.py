@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -16,9 +13,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import yaml
 
 from stopwise.daemon.sdnotify import Notifier
+
+from daemon_helpers import write_config
 
 
 @pytest.fixture
@@ -170,21 +168,17 @@ def _json_lines(path: Path) -> list[dict]:
     return out
 
 
-def test_daemon_speaks_sd_notify_serves_metrics_and_logs_json(make_config, notify_socket, tmp_path: Path) -> None:
+def test_daemon_speaks_sd_notify_serves_metrics_and_logs_json(make_config, daemon_process, notify_socket,
+                                                              tmp_path: Path) -> None:
     path, sock = notify_socket
     cfg = make_config(logging={"format": "json"}, metrics={"enabled": True, "port": 0})
-    config_file = tmp_path / "stopwise.yaml"
-    config_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
-    log_file = tmp_path / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
-    env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="30000000")
     collector = Collector(sock)
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stopwise.daemon.cli", "run", "--config", str(config_file)],
-                                stdout=log, stderr=log, env=env)
+    proc = daemon_process(write_config(cfg, tmp_path / "stopwise.yaml"),
+                          env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"})
+    log_file = proc.log_file
     try:
         def running(value):
-            assert proc.poll() is None, f"daemon exited with {proc.returncode}: {log_file.read_text()[-2000:]}"
+            assert proc.alive(), f"daemon exited with {proc.proc.returncode}: {log_file.read_text()[-2000:]}"
             return value
 
         ready = _wait(lambda: running(collector.index(lambda m: m.get("READY") == "1")), 120, "READY=1")
@@ -203,19 +197,17 @@ def test_daemon_speaks_sd_notify_serves_metrics_and_logs_json(make_config, notif
 
         # SIGHUP with a valid file: RELOADING=1 + MONOTONIC_USEC, then READY=1
         before_hup = time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6
-        proc.send_signal(signal.SIGHUP)
+        proc.signal(signal.SIGHUP)
         reloading = _wait(lambda: collector.index(lambda m: m.get("RELOADING") == "1", ready + 1), 30, "RELOADING=1")
         assert int(collector.messages[reloading]["MONOTONIC_USEC"]) >= before_hup
         _wait(lambda: collector.index(lambda m: m.get("READY") == "1", reloading + 1), 30, "READY=1 after reload")
 
         # SIGTERM: STOPPING=1 and a clean exit
-        proc.send_signal(signal.SIGTERM)
+        proc.signal(signal.SIGTERM)
         assert proc.wait(90) == 0
         assert collector.index(lambda m: m.get("STOPPING") == "1", reloading) is not None
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        proc.kill()
         collector.close()
     events = _json_lines(log_file)
     assert all({"event", "level", "timestamp", "logger"} <= set(e) for e in events)

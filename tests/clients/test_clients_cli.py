@@ -6,27 +6,26 @@ import json
 import time
 from pathlib import Path
 
-import yaml
 from kafka import KafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
 from stopwise.daemon.cli import app
 from stopwise.daemon.signing import sign_record
 
+import daemon_helpers
 from clients_helpers import produce
 
 runner = CliRunner()
 
 
 def write_config(cfg, tmp_path: Path, key: bytes | None = None) -> Path:
-    data = cfg.model_dump(mode="json")
+    """The config file; with ``key``, written to an HMAC key file it names."""
+    changes = {}
     if key:
         kf = tmp_path / "hmac.key"
         kf.write_bytes(key)
-        data["security"] = {"hmac_key_file": str(kf)}
-    path = tmp_path / "stopwise.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+        changes["security"] = {"hmac_key_file": str(kf)}
+    return daemon_helpers.write_config(cfg, tmp_path / "stopwise.yaml", **changes)
 
 
 def threshold(context: str, thr: float, version: int = 1, key: bytes | None = None, **extra) -> bytes:

@@ -1,16 +1,22 @@
-"""Helpers for the core tests: hand-built events and a closed loop."""
+"""Helpers for the core tests: a small config, hand-built events and a closed loop."""
 
 from __future__ import annotations
 
 import random
 from typing import Sequence
 
-from stopwise.daemon.config import Config
+from stopwise.daemon.config import Config, parse_config
 from stopwise.daemon.context import ContextKeyer, parents
 from stopwise.daemon.core.examples import LabelledExample
 from stopwise.daemon.records import FeedbackEvent, InferenceEvent
 from stopwise.daemon.stoprule import stop_index
 from stopwise.sim.traces import ContextProfile, make_request, to_events
+
+
+def small_cfg(**sections: dict) -> Config:
+    """The default config with ``context.min_support`` 0 (a context is learned
+    under its own key from its first example), ``sections`` merged per section on top."""
+    return parse_config({"context": {"min_support": 0}, **sections})
 
 
 def inference(rid: str = "r1", ts: float = 0.0, *, cps=((10, 0.5, "a"), (20, 0.9, "b"), (30, 0.95, "b")),

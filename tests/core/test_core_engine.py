@@ -3,21 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from stopwise.daemon.config import Config
 from stopwise.daemon.core.engine import Controller, Core, Decision, allocate_global
 from stopwise.daemon.core.estimator import TauStats
 from stopwise.daemon.records import decode_threshold
 from stopwise.sim.traces import THREE_CONTEXTS
 
-from core_helpers import Loop, example, feedback, inference
-
-
-def small_cfg(**sections) -> Config:
-    c = Config()
-    upd = {"context": c.context.model_copy(update={"min_support": 0})}
-    for name, kv in sections.items():
-        upd[name] = getattr(c, name).model_copy(update=kv)
-    return c.model_copy(update=upd)
+from core_helpers import Loop, example, feedback, inference, small_cfg
 
 
 def test_first_tick_publishes_root_with_ttl_and_unsigned_record():

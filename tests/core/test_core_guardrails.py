@@ -5,7 +5,7 @@ from stopwise.daemon.core.engine import Controller
 from stopwise.daemon.core.guardrails import Guardrails
 from stopwise.policies.base import Policy, Proposal
 
-from core_helpers import example
+from core_helpers import example, small_cfg
 
 
 def guard(**kw) -> Guardrails:
@@ -77,11 +77,7 @@ class Fixed(Policy):
 
 
 def cfg(**guard_kw) -> Config:
-    c = Config()
-    g = dict(min_evidence=0.0, max_step=1.0, hysteresis=0.01)
-    g.update(guard_kw)
-    return c.model_copy(update={"guardrails": c.guardrails.model_copy(update=g),
-                                "context": c.context.model_copy(update={"min_support": 0})})
+    return small_cfg(guardrails=dict(min_evidence=0.0, max_step=1.0, hysteresis=0.01) | guard_kw)
 
 
 def test_hysteresis_suppresses_small_changes():

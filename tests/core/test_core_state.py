@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 from stopwise.daemon.config import Config
 from stopwise.daemon.core.engine import Core, dump_state, load_state
-from stopwise.sim.traces import THREE_CONTEXTS
+from stopwise.daemon.core.examples import from_events
+from stopwise.sim.traces import THREE_CONTEXTS, to_events, traffic
 
 from core_helpers import Loop
 
@@ -51,16 +54,10 @@ def test_replayed_examples_after_restore_are_not_double_counted():
     loop.run(500)
     snap = dump_state(loop.core.controller)
     ctl = load_state(snap)
-    # replay: the same joined examples arrive again after a restart
-    from stopwise.sim.traces import make_request, to_events
-    import random
-    rng = random.Random(2)
+    # replay: the same joined examples (the loop's first 50 requests) arrive again after a restart
     replayed = 0
-    for i in range(50):
-        prof = rng.choices(THREE_CONTEXTS, [p.weight for p in THREE_CONTEXTS])[0]
-        req = make_request(rng, prof, f"r{i}", i * 0.01)
+    for req in traffic(random.Random(2), THREE_CONTEXTS, 50):
         inf, fb = to_events(req, 1.0, 0.2)
-        from stopwise.daemon.core.examples import from_events
         replayed += ctl.learn(from_events(inf, fb, loop.keyer), 10.0)
     assert replayed == 0
     assert ctl.unique_examples == loop.core.controller.unique_examples

@@ -11,57 +11,43 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
-
-import yaml
 
 from stopwise.clients.inferencer import Fleet, FleetStats
+
+from daemon_helpers import DaemonProcess, wait_until, write_config
 
 BUDGET = 0.02
 CONTEXTS = [{"task": t, "domain": d} for t in ("digits", "hard") for d in ("clean", "noisy")]
 
 
-def start_daemon(cfg, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    """``stopwise run --config FILE`` as its own process (its own GIL, like production)."""
-    conf = tmp_path / "daemon.yaml"
-    conf.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    log = tmp_path / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "stopwise.daemon.cli", "run", "--config", str(conf)],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    return proc, log
-
-
-def stop_daemon(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def stop_daemon(proc: DaemonProcess) -> None:
+    if proc.alive():
+        proc.signal(signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(10)
 
 
-def test_closed_loop_onnx_fleet_saves_tokens_within_budget(make_config, tmp_path):
+def test_closed_loop_onnx_fleet_saves_tokens_within_budget(make_config, daemon_process, tmp_path):
     cfg = make_config(budget={"em_drop": BUDGET, "confidence": 0.9}, guardrails={"min_evidence": 100.0})
     fleet = Fleet(cfg, workers=3, rate=150.0, seed=11, feedback_delay=0.5, feedback_missing=0.05,
                   stats_interval_s=1.0)
-    proc = log = None
+    proc = None
     fleet.start()
     try:
         # 1. before the daemon publishes anything: the conservative default, full compute
         assert fleet.table.wait_ready(30)
-        deadline = time.monotonic() + 30
-        while fleet.served < 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: fleet.served >= 200, 30, what="200 requests served")
         before = fleet.stats.summary()["all"]
         assert before["requests"] >= 200
         assert before["mean_threshold"] == 1.0 and before["token_ratio"] == 1.0
 
         # 2. the daemon closes the loop; wait until every context has its own record
         #    and the fleet's compute has fallen (poll, bounded)
-        proc, log = start_daemon(cfg, tmp_path)
+        #    (``stopwise run`` as its own process: its own GIL, like production)
+        proc = daemon_process(write_config(cfg, tmp_path / "daemon.yaml"))
         fleet.stats = FleetStats(window_s=5.0)
         t_daemon = time.monotonic()
         deadline = t_daemon + 75
@@ -73,9 +59,9 @@ def test_closed_loop_onnx_fleet_saves_tokens_within_budget(make_config, tmp_path
             converged = (all(r is not None and r.context.count("|") == 1 for r in recs)
                          and len({r.threshold for r in recs}) >= 2
                          and bool(tl) and _ratio(tl[-1]) < 0.8)
-        assert proc.poll() is None, log.read_text()[-3000:]
+        assert proc.alive(), proc.log_file.read_text()[-3000:]
         assert converged, (f"no convergence: table={dict(fleet.table.table)} timeline={fleet.stats.timeline[-1:]}\n"
-                           f"daemon log tail:\n{log.read_text()[-3000:]}")
+                           f"daemon log tail:\n{proc.log_file.read_text()[-3000:]}")
 
         t_converged = time.monotonic() - t_daemon
 

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+
+from stopwise.daemon.config import Config, parse_config
+
+from daemon_helpers import read_topic
 
 
-def _read_all(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list[tuple[bytes, bytes]]:
-    """Every record of ``topic`` from the beginning up to its current end."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[tuple[bytes, bytes]] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, "could not read the topic to its end"
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend((r.key, r.value) for r in records)
-        return out
-    finally:
-        consumer.close()
+def _read_all(cfg: Config, topic: str, timeout_s: float = 20.0) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every record of ``topic`` from the beginning up to its current end."""
+    return [(r.key, r.value) for r in read_topic(cfg, topic, timeout_s)]
 
 
 def test_produce_then_consume_with_a_group(make_config) -> None:
@@ -63,7 +52,7 @@ def test_compacted_topic_keeps_only_latest_value_per_key(make_config) -> None:
         for k in keys:
             producer.send(topic, key=k, value=f"{k.decode()} v{version}".encode())
     producer.flush(timeout=30)
-    before = _read_all(cfg.kafka.bootstrap, topic)
+    before = _read_all(cfg, topic)
     assert len([kv for kv in before if kv[0] in keys]) == 20  # all four versions are there first
 
     latest = {k: f"{k.decode()} v3".encode() for k in keys}
@@ -75,7 +64,7 @@ def test_compacted_topic_keeps_only_latest_value_per_key(make_config) -> None:
         producer.send(topic, key=b"__roll", value=str(rolls).encode())
         producer.flush(timeout=30)
         rolls += 1
-        seen = [kv for kv in _read_all(cfg.kafka.bootstrap, topic) if kv[0] in keys]
+        seen = [kv for kv in _read_all(cfg, topic) if kv[0] in keys]
         if len(seen) == len(keys):
             break
         assert time.monotonic() < deadline, f"not compacted after 90 s: {len(seen)} records for {len(keys)} keys"
@@ -152,7 +141,8 @@ def test_cli_start_detaches_and_a_restart_keeps_port_and_data(tmp_path: Path) ->
         again = _cli("start", "--dir", d)
         assert again.returncode == 0, again.stderr
         assert again.stdout.strip() == bootstrap  # same port: clients reconnect
-        assert _read_all(bootstrap, "smoke.restart", timeout_s=60) == [(b"k", b"kept across restart")]
+        assert _read_all(parse_config({"kafka": {"bootstrap": bootstrap}}), "smoke.restart", timeout_s=60) == [
+            (b"k", b"kept across restart")]
     finally:
         _cli("stop", "--dir", d, timeout=60)
     assert not LocalBroker(Path(d)).is_running()

@@ -12,7 +12,7 @@ from stopwise.daemon.records import decode_threshold
 from stopwise.daemon.shell.kafka_io import CompactedView, make_reader
 from stopwise.sim.traces import THREE_CONTEXTS, to_events, traffic, true_curves
 
-from .conftest import producer_for, send_events, wait_until
+from daemon_helpers import producer_for, send_events, wait_until
 
 BUDGET = 0.05
 ROUNDS, PER_ROUND = 14, 400

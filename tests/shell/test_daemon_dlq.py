@@ -8,7 +8,7 @@ import random
 
 from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
-from .conftest import producer_for, read_topic, send_events, wait_until
+from daemon_helpers import producer_for, read_topic, send_events, wait_until
 
 
 def _valid_inference(rid: str) -> dict:

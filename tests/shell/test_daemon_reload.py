@@ -3,20 +3,13 @@
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 
 from stopwise.daemon.records import decode_threshold
-from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
-from .conftest import latest_snapshots, learn_totals, producer_for, read_topic, send_events, wait_until, write_config
-
-
-def _batch(prefix: str, n: int, seed: int):
-    rng = random.Random(seed)
-    now = time.time()
-    return [to_events(make_request(rng, THREE_CONTEXTS[i % 3], f"{prefix}{i}", now), 1.0, 0.2) for i in range(n)]
+from daemon_helpers import (batch, latest_snapshots, learn_totals, producer_for, read_topic, send_events, wait_until,
+                            write_config)
 
 
 def _thresholds(cfg):
@@ -31,7 +24,7 @@ def test_sighup_reload_and_sigterm(make_config, daemon_process, tmp_path) -> Non
     wait_until(lambda: proc.events("daemon_ready") or not proc.alive(), 90, what="daemon ready")
     producer = producer_for(cfg)
     try:
-        send_events(producer, cfg, _batch("a", 90, 1))
+        send_events(producer, cfg, batch("a", 90, 1))
         wait_until(lambda: {r.context for r in _thresholds(cfg)} >= {"task=extract|domain=general"}, 60,
                    step_s=0.3, what="first threshold publications")
         assert not any(r.reason == "kill_switch" for r in _thresholds(cfg))
@@ -51,7 +44,7 @@ def test_sighup_reload_and_sigterm(make_config, daemon_process, tmp_path) -> Non
         wait_until(lambda: proc.events("reload_refused"), 30, what="invalid reload refused")
         assert "budget" in proc.events("reload_refused")[-1]["error"]
         assert len(proc.events("reloaded")) == 1 and proc.alive()
-        send_events(producer, cfg, _batch("b", 60, 2))
+        send_events(producer, cfg, batch("b", 60, 2))
         wait_until(lambda: learn_totals(latest_snapshots(cfg))[0] >= 150, 60, step_s=0.3,
                    what="events after the refused reload to be learned")
     finally:
@@ -64,4 +57,4 @@ def test_sighup_reload_and_sigterm(make_config, daemon_process, tmp_path) -> Non
     assert proc.events("final_checkpoint") and proc.events("daemon_stopped")
     snaps = latest_snapshots(cfg)
     assert snaps and all(s.created_at >= term_at for s in snaps.values()), "every shard snapshotted at shutdown"
-    assert learn_totals(latest_snapshots(cfg)) == (150, 150)
+    assert learn_totals(snaps) == (150, 150)

@@ -4,19 +4,11 @@ is restored and its positions are authoritative."""
 
 from __future__ import annotations
 
-import random
 import time
 
 from stopwise.daemon.shell.snapshots import Snapshot
-from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
-from .conftest import latest_snapshots, learn_totals, producer_for, send_events, wait_until
-
-
-def _batch(prefix: str, n: int, seed: int):
-    rng = random.Random(seed)
-    now = time.time()
-    return [to_events(make_request(rng, THREE_CONTEXTS[i % 3], f"{prefix}{i}", now), 1.0, 0.2) for i in range(n)]
+from daemon_helpers import batch, latest_snapshots, learn_totals, producer_for, send_events, wait_until
 
 
 def test_forged_snapshot_is_refused_and_the_shard_rebuilt(make_config, daemon_thread, tmp_path) -> None:
@@ -25,7 +17,7 @@ def test_forged_snapshot_is_refused_and_the_shard_rebuilt(make_config, daemon_th
     cfg = make_config(security={"hmac_key_file": str(key_file)})
     producer = producer_for(cfg)
     try:
-        send_events(producer, cfg, _batch("f", 120, 4))
+        send_events(producer, cfg, batch("f", 120, 4))
         first = daemon_thread(cfg)
         wait_until(lambda: first.daemon.processor.learned >= 120, 60, what="first run learns everything")
         assert first.stop() == 0
@@ -51,11 +43,11 @@ def test_restart_resumes_from_snapshot_positions(make_config, daemon_thread) -> 
     cfg = make_config()
     producer = producer_for(cfg)
     try:
-        send_events(producer, cfg, _batch("a", 60, 5))
+        send_events(producer, cfg, batch("a", 60, 5))
         first = daemon_thread(cfg)
         wait_until(lambda: first.daemon.processor.learned >= 60, 60, what="first batch learned")
         assert first.stop() == 0
-        send_events(producer, cfg, _batch("b", 45, 6))
+        send_events(producer, cfg, batch("b", 45, 6))
         second = daemon_thread(cfg)
         wait_until(lambda: second.daemon.processor.learned >= 45, 60, what="second batch learned")
         time.sleep(1.0)

@@ -4,8 +4,6 @@ only grow per context, across restarts and kill-switch writes too."""
 from __future__ import annotations
 
 import json
-import random
-import time
 from collections import defaultdict
 
 import subprocess
@@ -14,17 +12,10 @@ import sys
 from stopwise.daemon.records import ThresholdRecord, decode_threshold
 from stopwise.daemon.shell.publisher import signed_record_dict
 from stopwise.daemon.signing import verify_record
-from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
-from .conftest import producer_for, read_topic, send_events, wait_until, write_config
+from daemon_helpers import batch, producer_for, read_topic, send_events, wait_until, write_config
 
 CONTEXTS = {"task=extract|domain=general", "task=qa|domain=finance", "task=math|domain=science"}
-
-
-def _batch(prefix: str, n: int, seed: int):
-    rng = random.Random(seed)
-    now = time.time()
-    return [to_events(make_request(rng, THREE_CONTEXTS[i % 3], f"{prefix}{i}", now), 1.0, 0.2) for i in range(n)]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -68,7 +59,7 @@ def test_signed_thresholds_and_versions_grow_across_restarts(make_config, daemon
                       value=json.dumps(signed_record_dict(old, 100, key)).encode())
         producer.flush(30)
         first = daemon_thread(cfg)
-        send_events(producer, cfg, _batch("a", 60, 1))
+        send_events(producer, cfg, batch("a", 60, 1))
         wait_until(lambda: {r.context for _, r in _records(cfg) if r.issued_at > 2.0} >= CONTEXTS, 60,
                    step_s=0.3, what="first publications")
         assert first.stop() == 0
@@ -101,7 +92,7 @@ def test_kill_switch_cli_works_while_the_daemon_is_down(make_config, daemon_thre
     producer = producer_for(cfg)
     try:
         d = daemon_thread(cfg)
-        send_events(producer, cfg, _batch("k", 75, 2))  # >= min_support (20) per context
+        send_events(producer, cfg, batch("k", 75, 2))  # >= min_support (20) per context
         wait_until(lambda: {r.context for _, r in _records(cfg)} >= CONTEXTS, 60, step_s=0.3, what="publications")
         assert d.stop() == 0
     finally:

@@ -3,7 +3,7 @@ partitions) still becomes ready and tells systemd so."""
 
 from __future__ import annotations
 
-from .conftest import wait_until
+from daemon_helpers import wait_until
 
 
 class RecordingNotifier:
@@ -44,7 +44,6 @@ def test_standby_member_with_no_partitions_sends_ready(make_config, daemon_threa
     owned = [len(d.consumer.assignment()) for d in (first, second)]
     wait_until(lambda: sorted(len(d.consumer.assignment()) for d in (first, second)) == [0, 3], 90,
                what=f"one member owning all 3 partitions (saw {owned})")
-    assert first.assigned_once.is_set() and second.assigned_once.is_set()
 
 
 def test_empty_assignment_counts_as_assigned() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Callable
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from stopwise.daemon.config import Config
@@ -17,14 +16,7 @@ from stopwise.daemon.shell.kafka_io import client_kwargs
 from stopwise.daemon.shell.lag import LagMonitor, backoff_s, lag_of
 from stopwise.daemon.shell.topics import admin_client
 
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return cond()
+from daemon_helpers import producer_for, wait_until
 
 
 def test_lag_of_counts_from_committed_or_beginning() -> None:
@@ -39,7 +31,7 @@ def test_backoff_doubles_and_caps() -> None:
 
 
 def _produce(cfg: Config, topic: str, partition: int, n: int) -> None:
-    producer = KafkaProducer(**client_kwargs(cfg), acks="all")
+    producer = producer_for(cfg)
     try:
         for i in range(n):
             producer.send(topic, key=f"r{i}".encode(), value=b"{}", partition=partition)
@@ -70,7 +62,8 @@ def test_lag_is_end_minus_committed_on_the_real_broker(make_config) -> None:
     monitor.start()
     try:
         expected = {(inf, 0): n - k, (inf, 1): 0, (fb, 0): 0, (fb, 1): 4, (ex, 0): 0, (ex, 1): 0}
-        assert wait_until(lambda: monitor.snapshot() == expected), monitor.snapshot()
+        wait_until(lambda: monitor.snapshot() == expected, 30,
+                   what=lambda: f"lags {expected}, measured {monitor.snapshot()}")
         sample = metrics.registry.get_sample_value
         assert sample("stopwise_consumer_lag", {"topic": inf, "partition": "0"}) == n - k
         assert sample("stopwise_consumer_lag", {"topic": fb, "partition": "1"}) == 4  # never committed
@@ -78,7 +71,8 @@ def test_lag_is_end_minus_committed_on_the_real_broker(make_config) -> None:
 
         # the group catches up: the gauge follows
         _commit(cfg, {TopicPartition(inf, 0): n, TopicPartition(fb, 1): 3})
-        assert wait_until(lambda: monitor.snapshot().get((inf, 0)) == 0 and monitor.snapshot().get((fb, 1)) == 1)
+        wait_until(lambda: monitor.snapshot().get((inf, 0)) == 0 and monitor.snapshot().get((fb, 1)) == 1, 30,
+                   what="the lags to follow the commits")
         assert sample("stopwise_consumer_lag", {"topic": inf, "partition": "0"}) == 0
         assert sample("stopwise_lag_errors_total") == 0
         assert monitor.measurements >= 2
@@ -104,8 +98,8 @@ def test_monitor_survives_an_unreachable_broker_and_stops_quickly() -> None:
     monitor = LagMonitor(cfg, metrics, interval_s=0.05, timeout_s=0.5, max_backoff_s=0.2)
     monitor.start()
     try:
-        assert wait_until(lambda: (metrics.registry.get_sample_value("stopwise_lag_errors_total") or 0) >= 3,
-                          timeout_s=30)
+        wait_until(lambda: (metrics.registry.get_sample_value("stopwise_lag_errors_total") or 0) >= 3, 30,
+                   what="3 lag errors")
         assert monitor.snapshot() == {}
         assert monitor.failures >= 3
     finally:
@@ -130,7 +124,7 @@ def test_monitor_recovers_after_failures(make_config) -> None:
     monitor = LagMonitor(cfg, metrics, interval_s=0.05, consumer_factory=flaky_factory, max_backoff_s=0.2)
     monitor.start()
     try:
-        assert wait_until(lambda: monitor.snapshot().get((cfg.topics.examples, 1)) == 3)
+        wait_until(lambda: monitor.snapshot().get((cfg.topics.examples, 1)) == 3, 30, what="lag after recovery")
         assert metrics.registry.get_sample_value("stopwise_lag_errors_total") == 2
         assert monitor.failures == 0
     finally:
@@ -148,8 +142,8 @@ def test_monitor_bounded_against_a_broker_that_never_answers() -> None:
         monitor = LagMonitor(cfg, metrics, interval_s=0.05, timeout_s=1.0, max_backoff_s=0.2)
         monitor.start()
         try:
-            assert wait_until(lambda: (metrics.registry.get_sample_value("stopwise_lag_errors_total") or 0) >= 2,
-                              timeout_s=30)
+            wait_until(lambda: (metrics.registry.get_sample_value("stopwise_lag_errors_total") or 0) >= 2, 30,
+                       what="2 lag errors")
         finally:
             t0 = time.monotonic()
             monitor.stop()

@@ -23,15 +23,15 @@ from stopwise.daemon.shell.runner import Daemon
 from stopwise.daemon.shell.shards import Shard
 from stopwise.sim.traces import THREE_CONTEXTS, make_request, to_events
 
-from .test_state_units import _FakeProducer
+from daemon_helpers import FakeProducer
 
 Rec = namedtuple("Rec", "topic partition offset key value headers")
 
 
-def _daemon() -> tuple[Daemon, _FakeProducer]:
+def _daemon() -> tuple[Daemon, FakeProducer]:
     cfg = Config()
     d = Daemon(cfg, lag_monitor=False)
-    fake = _FakeProducer()
+    fake = FakeProducer()
     d.producer = CheckedProducer(fake)
     d._n_examples = 2
     keyer = ContextKeyer(cfg.context.dimensions)
@@ -73,7 +73,7 @@ def test_examples_are_batched_one_record_per_context_key(monkeypatch) -> None:
     assert sum(d.shards[f"learn/{p}"].obj.unique_examples for p in (0, 1)) == 150
 
 
-def _read_back(d: Daemon, fake: _FakeProducer, proc: Processor, headers_of=lambda h: h) -> None:
+def _read_back(d: Daemon, fake: FakeProducer, proc: Processor, headers_of=lambda h: h) -> None:
     """Feed the examples records the fake producer got back to the processor."""
     batch: dict = {}
     sent = [(s, h) for s, h in zip(fake.sent, fake.headers) if s[0] == d.cfg.topics.examples]

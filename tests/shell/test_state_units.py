@@ -16,6 +16,8 @@ from stopwise.daemon.shell.shards import shard_inputs, shard_names_for
 from stopwise.daemon.shell.snapshots import Snapshot
 from stopwise.daemon.signing import verify_record
 
+from daemon_helpers import FakeProducer
+
 
 def test_snapshot_roundtrip_keeps_positions_state_and_meta() -> None:
     snap = Snapshot("learn/1", {"t.examples:1": 99}, b"\x80pickle" * 100, 12.5, {"unique_examples": 7})
@@ -108,35 +110,10 @@ def test_examples_produced_by_the_join_round_trip() -> None:
         assert LabelledExample.from_bytes(ex.to_bytes()) == ex
 
 
-class _FakeProducer:
-    """Futures fail for topics in ``failing`` (as after the client's retries)."""
-
-    def __init__(self, failing=()) -> None:
-        self.failing, self.sent, self.headers, self.flushes = set(failing), [], [], 0
-
-    def send(self, topic, value=None, key=None, headers=None, partition=None):
-        from kafka.future import Future
-
-        self.sent.append((topic, key, value))
-        self.headers.append(headers)
-        fut = Future()
-        if topic in self.failing:
-            fut.failure(RuntimeError(f"cannot deliver to {topic}"))
-        else:
-            fut.success(None)
-        return fut
-
-    def flush(self, timeout=None):
-        self.flushes += 1
-
-    def close(self, timeout=None):
-        pass
-
-
 def test_checked_producer_counts_delivery_failures() -> None:
     from stopwise.daemon.shell.kafka_io import CheckedProducer
 
-    p = CheckedProducer(_FakeProducer(failing={"bad"}))
+    p = CheckedProducer(FakeProducer(failing={"bad"}))
     p.send("good", b"v")
     p.send("bad", b"v")
     p.send("bad", b"v")
@@ -154,7 +131,7 @@ def test_checkpoint_refuses_to_snapshot_past_lost_output() -> None:
     from stopwise.daemon.shell.shards import Shard
 
     d = Daemon(Config(), lag_monitor=False)
-    fake = _FakeProducer(failing={"stopwise.examples"})
+    fake = FakeProducer(failing={"stopwise.examples"})
     d.producer = CheckedProducer(fake)
     d.shards = {"join/0": Shard("join/0", "join", 0, Joiner(60, 10, ContextKeyer(("task",))), {"stopwise.inference:0": 5})}
     d.producer.send("stopwise.examples", b"lost example")
@@ -165,7 +142,7 @@ def test_checkpoint_refuses_to_snapshot_past_lost_output() -> None:
     assert not [s for s in fake.sent if s[0] == "stopwise.state"]
 
     ok = Daemon(Config(), lag_monitor=False)
-    good = _FakeProducer()
+    good = FakeProducer()
     ok.producer = CheckedProducer(good)
     ok.shards = dict(d.shards)
     ok.checkpoint(force=True)

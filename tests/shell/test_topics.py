@@ -10,6 +10,8 @@ from stopwise.daemon.config import Config
 from stopwise.daemon.errors import TopicsError
 from stopwise.daemon.shell.topics import admin_client, create_topics, partition_counts, topic_specs
 
+from daemon_helpers import write_config
+
 
 def test_specs_cover_every_design_topic_with_its_cleanup_policy() -> None:
     cfg = Config()
@@ -31,10 +33,6 @@ def _topic_configs(cfg: Config, name: str) -> dict[str, str]:
         res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
     finally:
         admin.close()
-    return _flatten_configs(res, name)
-
-
-def _flatten_configs(res, name):
     # kafka-python 3: {"topic": {name: {config_name: {"value": ..., ...}}}} (modified configs only)
     configs = res["topic"][name]
     return {k: v["value"] for k, v in configs.items()}
@@ -80,19 +78,9 @@ def test_missing_input_topic_follows_the_existing_one(make_config) -> None:
     assert partition_counts(cfg)[cfg.topics.inference] == 5
 
 
-def _write_config(tmp_path, cfg: Config):
-    import yaml
-
-    data = {"kafka": {"bootstrap": cfg.kafka.bootstrap},
-            "topics": {k: v for k, v in cfg.topics.model_dump().items()}}
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def test_cli_create_prints_created_then_existing(make_config, tmp_path) -> None:
     cfg = make_config(create=False)
-    path = _write_config(tmp_path, cfg)
+    path = write_config(cfg, tmp_path / "cfg.yaml")
     runner = CliRunner()
     r1 = runner.invoke(app, ["topics", "create", "--config", str(path)])
     assert r1.exit_code == 0, r1.output
@@ -111,7 +99,7 @@ def test_cli_refusal_exits_1_with_message(make_config, tmp_path) -> None:
                              cfg.topics.feedback: {"num_partitions": 3, "replication_factor": 1}})
     finally:
         admin.close()
-    r = CliRunner().invoke(app, ["topics", "create", "--config", str(_write_config(tmp_path, cfg))])
+    r = CliRunner().invoke(app, ["topics", "create", "--config", str(write_config(cfg, tmp_path / "cfg.yaml"))])
     assert r.exit_code == 1
     assert "not co-partitioned" in r.output
 

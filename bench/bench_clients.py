@@ -62,7 +62,7 @@ def rec(context: str, thr: float) -> bytes:
 def bench_table(n: int) -> list[tuple[str, dict, dict]]:
     tasks = [f"t{i}" for i in range(20)]
     domains = [f"d{j}" for j in range(10)]
-    t = ThresholdTable("127.0.0.1:1", "bench", dimensions=("task", "domain"))
+    t = ThresholdTable("127.0.0.1:1", "bench", dimensions=("task", "domain"), allow_unsigned=True)
     items = [("*", rec("*", 0.95))] + [(f"task={a}", rec(f"task={a}", 0.9)) for a in tasks]
     items += [(f"task={a}|domain={b}", rec(f"task={a}|domain={b}", 0.8)) for a in tasks for b in domains[:5]]
     t.apply(items)
@@ -122,9 +122,9 @@ def _down(**kw):
 
 def bench_fleet(n: int) -> list[tuple[str, dict, dict]]:
     m = AnytimeModel.load()
-    t = ThresholdTable("127.0.0.1:1", "bench", dimensions=("task", "domain"))
+    t = ThresholdTable("127.0.0.1:1", "bench", dimensions=("task", "domain"), allow_unsigned=True)
     t.apply([("*", rec("*", 0.8))])
-    t_full = ThresholdTable("127.0.0.1:1", "bench", dimensions=("task", "domain"))  # default 1.0: all exits
+    t_full = ThresholdTable("127.0.0.1:1", "bench", dimensions=("task", "domain"), allow_unsigned=True)  # default 1.0: all exits
     reqs = [make_request(1, i) for i in range(n)]
     for r in reqs[:50]:
         m.run(r.x)

@@ -18,10 +18,10 @@ class Kind(str, Enum):
     feedback = "feedback"
 
 
-def _config(path: Path):
+def _config(path: Path, signing: bool = False):
     from stopwise.daemon.cliconfig import config_or_exit
 
-    return config_or_exit(path)
+    return config_or_exit(path, signing=signing)
 
 
 def _logging(cfg, quiet: bool = False) -> None:
@@ -44,7 +44,7 @@ def tail_cmd(config: Path, as_json: bool, context: Optional[str], follow: bool, 
     from .inferencer import table_from_config
     from .tail import console, follow_json, json_lines, read_stats, select, view
 
-    cfg = _config(config)
+    cfg = _config(config, signing=True)
     _logging(cfg, quiet=True)
     table = table_from_config(cfg).start()
     try:
@@ -116,7 +116,7 @@ def inferencer_cmd(config: Path, workers: int, rate: float, duration: float, fee
     from .inferencer import Fleet
     from .tail import console, fleet_table
 
-    cfg = _config(config)
+    cfg = _config(config, signing=True)
     _logging(cfg)
     stop = threading.Event()
     _stop_on_signals(stop)

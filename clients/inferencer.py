@@ -144,7 +144,8 @@ def table_from_config(cfg: Config, **kw: Any) -> ThresholdTable:
     cc = {"security_protocol": cfg.kafka.security_protocol, **kw.pop("consumer_config", {})}
     return ThresholdTable(cfg.kafka.bootstrap, cfg.topics.thresholds, dimensions=cfg.context.dimensions,
                           default_threshold=cfg.context.default_threshold,
-                          hmac_key=cfg.security.hmac_key(), consumer_config=cc, **kw)
+                          hmac_key=cfg.security.hmac_key(), allow_unsigned=cfg.security.allow_unsigned,
+                          consumer_config=cc, **kw)
 
 
 class Fleet:

@@ -12,11 +12,16 @@ on its own; a consumer that errors out is rebuilt with backoff).
 
 ``get(context)`` walks the fallback chain (``daemon.context.parents``: the
 most specific key, its parents, ``*``), skipping records past
-``expires_at``; ``None`` means "use the configured default". When an HMAC key
-is configured, records whose signature does not verify are rejected and
-counted (``.rejected``).
+``expires_at``; ``None`` means "use the configured default".
 
->>> t = ThresholdTable("127.0.0.1:1", "thr", dimensions=("task", "domain"), clock=lambda: 100.0)
+A table needs the daemon's HMAC key, or an explicit ``allow_unsigned=True``
+(then any writer to the topic moves thresholds). With a key, records whose
+signature does not verify (unsigned or forged) are rejected and counted
+(``.rejected``), and so are tombstones (a null value carries no signature,
+and stopwise never deletes a context's record: ``.tombstones_ignored``).
+
+>>> t = ThresholdTable("127.0.0.1:1", "thr", dimensions=("task", "domain"), clock=lambda: 100.0,
+...                    allow_unsigned=True)
 >>> rec = {"v": 1, "context": "task=qa", "threshold": 0.9, "explore_rate": 0.1, "version": 3,
 ...        "issued_at": 0.0, "expires_at": 200.0, "policy": "reference"}
 >>> t.apply([("task=qa", json.dumps(rec).encode())])
@@ -44,15 +49,14 @@ from typing import Any, Callable, Iterable, Mapping
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from stopwise.daemon.context import ContextKeyer, parents
+from stopwise.daemon.context import ContextKeyer
 from stopwise.daemon.core.examples import context_key
 from stopwise.daemon.records import ThresholdRecord
 from stopwise.daemon.signing import verify_record
-from stopwise.daemon.stoprule import NO_EARLY_STOP, explores, propensity
+from stopwise.daemon.lookup import draw, in_force, lookup
+from stopwise.daemon.stoprule import NO_EARLY_STOP
 
 log = structlog.get_logger("stopwise.clients.table")
-
-_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,8 @@ class StopDecision:
 
 
 class _Snapshot:
-    """An immutable table plus a lazily filled resolution cache (key -> records along its chain)."""
+    """An immutable table (swapped whole, so lookups never see half a batch)
+    plus its lookup cache (key -> records along its chain, ``lookup.in_force``)."""
 
     __slots__ = ("table", "chains")
 
@@ -88,7 +93,8 @@ class ThresholdTable:
 
     def __init__(self, bootstrap: str, topic: str, *, dimensions: tuple[str, ...] | list[str],
                  default_threshold: float = NO_EARLY_STOP, default_explore_rate: float = 0.0,
-                 hmac_key: bytes | None = None, clock: Callable[[], float] = time.time,
+                 hmac_key: bytes | None = None, allow_unsigned: bool = False,
+                 clock: Callable[[], float] = time.time,
                  consumer_factory: Callable[..., Any] | None = None,
                  consumer_config: dict[str, Any] | None = None,
                  registry: CollectorRegistry | None = None,
@@ -98,6 +104,12 @@ class ThresholdTable:
         self.keyer = ContextKeyer(tuple(dimensions))
         self.default_threshold = float(default_threshold)
         self.default_explore_rate = float(default_explore_rate)
+        if hmac_key is not None and not isinstance(hmac_key, bytes):
+            raise TypeError(f"hmac_key must be bytes (the key file's text, stripped), not {type(hmac_key).__name__}")
+        if not hmac_key and allow_unsigned is not True:
+            raise ValueError("ThresholdTable needs hmac_key (the daemon's signing key) or an explicit "
+                             "allow_unsigned=True: without a key, anyone who can write to the thresholds "
+                             "topic moves thresholds")
         self._key = hmac_key or None
         self._clock = clock
         self._factory = consumer_factory or _default_consumer
@@ -112,12 +124,14 @@ class ThresholdTable:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.rejected = 0          # signature did not verify
+        self.rejected = 0          # signature did not verify (unsigned or forged), with a key
+        self.tombstones_ignored = 0  # null values ignored, with a key (unsigned deletes)
         self.invalid = 0           # not a valid threshold record
         self.applied = 0           # updates + tombstones applied
         self.last_update: float | None = None
         reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self._m_rejected = Counter("stopwise_table_rejected", "Threshold records rejected (bad signature)", registry=reg)
+        self._m_rejected = Counter("stopwise_table_rejected",
+                                   "Threshold records rejected (bad signature; tombstones with a key)", registry=reg)
         self._m_invalid = Counter("stopwise_table_invalid", "Undecodable threshold records", registry=reg)
         self._m_entries = Gauge("stopwise_table_entries", "Contexts in the threshold table", registry=reg)
         self._m_entries.set_function(lambda: len(self._snap.table))
@@ -131,21 +145,11 @@ class ThresholdTable:
     def get(self, context: Mapping[str, str] | str) -> ThresholdRecord | None:
         """The record in force for ``context`` (a dict of dimensions or a
         canonical key): the most specific unexpired one along the fallback
-        chain, or ``None`` (= the configured default). Lock-free."""
+        chain (:func:`stopwise.daemon.lookup.in_force`, the simulator's rule
+        too), or ``None`` (= the configured default). Lock-free."""
         key = context if isinstance(context, str) else self.key(context)
         snap = self._snap
-        chain = snap.chains.get(key)
-        if chain is None:
-            table = snap.table
-            chain = tuple(table[k] for k in parents(key) if k in table)
-            if len(snap.chains) < _CACHE_MAX:
-                snap.chains[key] = chain
-        if chain:
-            now = self._clock()
-            for rec in chain:
-                if rec.expires_at > now:
-                    return rec
-        return None
+        return in_force(snap.table, key, self._clock(), snap.chains)
 
     def key(self, context: Mapping[str, str]) -> str:
         """The canonical key of a context dict (``ContextKeyer.key``), memoised
@@ -153,15 +157,15 @@ class ThresholdTable:
         return context_key(self.keyer, context)
 
     def decide(self, request_id: str, context: Mapping[str, str] | str) -> StopDecision:
-        """Threshold, exploration draw (``stoprule.explores``) and its propensity for one request."""
+        """Threshold, exploration draw and its propensity for one request
+        (:func:`stopwise.daemon.lookup.lookup` and :func:`~stopwise.daemon.lookup.draw`,
+        exactly as the simulator applies them)."""
         key = context if isinstance(context, str) else self.key(context)
-        rec = self.get(key)
-        if rec is None:
-            thr, rate, ver, src = self.default_threshold, self.default_explore_rate, 0, ""
-        else:
-            thr, rate, ver, src = rec.threshold, rec.explore_rate, rec.version, rec.context
-        ex = explores(request_id, rate) if rate > 0 else False
-        return StopDecision(thr, ex, propensity(ex, rate), ver, key, src)
+        snap = self._snap
+        thr, rate, ver, src = lookup(snap.table, key, self._clock(), self.default_threshold,
+                                     self.default_explore_rate, snap.chains)
+        ex, prop = draw(request_id, rate)
+        return StopDecision(thr, ex, prop, ver, key, src)
 
     # -------------------------------------------------------------- updates
     def apply(self, items: Iterable[tuple[str | bytes | None, bytes | None]]) -> int:
@@ -180,7 +184,11 @@ class ThresholdTable:
         for key, value in items:
             k = key.decode("utf-8", "replace") if isinstance(key, (bytes, bytearray)) else key
             if value is None:
-                if k is not None and table.pop(k, None) is not None:
+                if self._key is not None:
+                    self.tombstones_ignored += 1
+                    self._m_rejected.inc()
+                    log.warning("threshold_tombstone_ignored", key=k, why="unsigned delete with a key configured")
+                elif k is not None and table.pop(k, None) is not None:
                     n += 1
                 continue
             rec = self._decode(k, value)

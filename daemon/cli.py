@@ -28,18 +28,19 @@ def version() -> None:
 
 @app.command("check-config")
 def check_config(file: Path = typer.Argument(..., help="YAML config file to validate")) -> None:
-    """Validate a config file (with STOPWISE_<SECTION>__<KEY> overrides); exit 1 with file, key, value and why."""
+    """Validate a config file (with STOPWISE_<SECTION>__<KEY> overrides), its HMAC key file included
+    (required unless security.allow_unsigned: true); exit 1 with file, key, value and why."""
     import os
 
-    from .config import load_config
+    from .config import load_config, require_signing
     from .errors import ConfigError
 
     try:
-        load_config(file, env=os.environ)
+        key = require_signing(load_config(file, env=os.environ), str(file))
     except ConfigError as exc:
         typer.echo(f"invalid: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"ok: {file}")
+    typer.echo(f"ok: {file}" + ("" if key else " (UNSIGNED: security.allow_unsigned is true)"))
 
 
 @app.command("schemas")

@@ -16,17 +16,22 @@ from pathlib import Path
 
 import typer
 
-from .config import Config, load_config
+from .config import Config, load_config, require_signing
 from .errors import ConfigError
 
 EXIT_BAD_CONFIG = 2
 
 
-def config_or_exit(path: str | Path) -> Config:
+def config_or_exit(path: str | Path, *, signing: bool = False) -> Config:
     """The validated config, or ``invalid config: FILE: KEY: VALUE why`` on
-    stderr and :class:`typer.Exit` with code 2."""
+    stderr and :class:`typer.Exit` with code 2. ``signing``: the command signs
+    or verifies records, so a key file is required unless
+    ``security.allow_unsigned`` is true (:func:`~.config.require_signing`)."""
     try:
-        return load_config(path, env=os.environ)
+        cfg = load_config(path, env=os.environ)
+        if signing:
+            require_signing(cfg, str(path))
+        return cfg
     except ConfigError as exc:
         typer.echo(f"invalid config: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG) from None

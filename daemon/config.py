@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import ConfigError
 from .stoprule import NO_EARLY_STOP
@@ -175,8 +175,8 @@ class BudgetConfig(_Section):
 
 
 class EstimatorConfig(_Section):
-    half_life: Positive = 5000.0
-    prior_strength: NonNeg = 20.0
+    half_life: Positive = 20000.0
+    prior_strength: NonNeg = 3.0
     model: Literal["logistic", "none"] = "logistic"
     learning_rate: Positive = 0.05
     seed: int = 42
@@ -223,6 +223,9 @@ class ExplorationConfig(_Section):
 class JoinConfig(_Section):
     ttl_s: Positive = 3600.0
     max_entries: PosInt = 200_000
+    # bytes of pending records (at their wire size) per join shard; None: 3x
+    # topics.state_max_message_bytes (a snapshot compresses them ~6x)
+    max_bytes: Annotated[int, Field(strict=True, ge=1024)] | None = None
 
 
 class PublishConfig(_Section):
@@ -237,6 +240,9 @@ class SnapshotConfig(_Section):
 class LimitsConfig(_Section):
     max_record_bytes: PosInt = 1_000_000
     max_checkpoints: PosInt = 4096
+    # a DLQ copy keeps this much of the original value (and DLQ_MAX_KEY_BYTES
+    # of the key), so record + headers fit the broker's default 1 MB limit
+    dlq_max_value_bytes: Annotated[int, Field(strict=True, ge=1024)] = 900_000
 
 
 class MetricsConfig(_Section):
@@ -251,13 +257,53 @@ class LoggingConfig(_Section):
 
 
 class SecurityConfig(_Section):
+    """The HMAC key signing thresholds, control records and snapshots.
+
+    The key is the key file's bytes with surrounding whitespace (the trailing
+    newline included) removed, read once when the config is validated; a
+    configured file that is missing, a directory, unreadable, empty or only
+    whitespace is refused. Without a file, signing is off, which
+    :func:`require_signing` refuses unless ``allow_unsigned`` is true.
+
+    >>> SecurityConfig().hmac_key() is None
+    True
+    """
+
     hmac_key_file: Path | None = None
+    allow_unsigned: Flag = False
+    _key: bytes | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _read_key(self) -> "SecurityConfig":
+        path = self.hmac_key_file
+        if path is None:
+            return self
+        try:
+            key = path.read_bytes().strip()
+        except IsADirectoryError:
+            raise ValueError("hmac_key_file: is a directory, not a key file") from None
+        except FileNotFoundError:
+            raise ValueError("hmac_key_file: key file does not exist") from None
+        except OSError as exc:
+            raise ValueError(f"hmac_key_file: key file cannot be read: {exc.strerror or exc}") from None
+        if not key:
+            raise ValueError("hmac_key_file: key file is empty (or only whitespace): no signing key")
+        self._key = key
+        return self
 
     def hmac_key(self) -> bytes | None:
-        """Read the key file (stripped); ``None`` when no file is configured."""
-        if self.hmac_key_file is None:
-            return None
-        return self.hmac_key_file.read_bytes().strip()
+        """The signing key read from the key file at validation; ``None`` when
+        no file is configured (unsigned)."""
+        if self._key == b"":
+            raise RuntimeError("this security config is a copy restored from a snapshot or pickle and "
+                               "carries no key; use the config loaded from the file")
+        return self._key
+
+    def __getstate__(self) -> dict:
+        """Never carry key material into a snapshot (or pickle) of the config:
+        a copy restored from one refuses ``hmac_key()`` instead of signing nothing."""
+        state = super().__getstate__()
+        return {**state, "__pydantic_private__": {"_key": b"" if self._key else None}}
 
 
 class Config(_Section):
@@ -277,6 +323,11 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     security: SecurityConfig = SecurityConfig()
+
+    def join_max_bytes(self) -> int:
+        """``join.max_bytes``, or its default: 3x ``topics.state_max_message_bytes``."""
+        j = self.join.max_bytes
+        return j if j is not None else 3 * self.topics.state_max_message_bytes
 
     def budget_for(self, context_key: str) -> float:
         """EM-drop budget of a context (per-context override, else global)."""
@@ -389,6 +440,27 @@ def parse_config(data: Any, *, file: str = "<config>", env: Mapping[str, str] | 
         return Config.model_validate(merged)
     except ValidationError as exc:
         raise _error_from_pydantic(file, exc, origins) from None
+
+
+UNSIGNED_WHY = ("a signing key file is required (anyone who can write to the topics could move thresholds "
+                "or forge state without one); set security.allow_unsigned: true to run unsigned on purpose")
+
+
+def require_signing(cfg: Config, file: str = "<config>") -> bytes | None:
+    """The signing key, or ``None`` when the config explicitly allows running
+    unsigned (``security.allow_unsigned: true``); :class:`ConfigError` otherwise.
+
+    >>> require_signing(parse_config({"security": {"allow_unsigned": True}})) is None
+    True
+    >>> require_signing(Config(), "c.yaml")
+    Traceback (most recent call last):
+    ...
+    stopwise.daemon.errors.ConfigError: c.yaml: security.hmac_key_file: a signing key file is required ...allow_unsigned: true to run unsigned on purpose
+    """
+    key = cfg.security.hmac_key()
+    if key is None and not cfg.security.allow_unsigned:
+        raise ConfigError(file, "security.hmac_key_file", ConfigError.MISSING, UNSIGNED_WHY)  # type: ignore[attr-defined]
+    return key
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -1,11 +1,14 @@
 """Context keys: canonical strings of the configured dimensions, the parent
-chain used for fallback, and the cardinality cap.
+chain used for fallback, the cardinality cap, and the examples partition
+(learn shard) that owns a key.
 
 >>> keyer = ContextKeyer(("task", "domain"))
 >>> keyer.key({"domain": "finance", "task": "qa", "lang": "en"})
 'task=qa|domain=finance'
 >>> parents("task=qa|domain=finance")
 ['task=qa|domain=finance', 'task=qa', '*']
+>>> owner_partition("task=qa|domain=finance", 3) in range(3)   # the examples partition (learn shard) owning a key
+True
 >>> reg = ContextRegistry(max_contexts=2, min_support=0)
 >>> [reg.observe(k) for k in ["task=qa", "task=qa|domain=a", "task=qa|domain=b"]]
 ['task=qa', 'task=qa|domain=a', 'task=qa']
@@ -14,6 +17,7 @@ chain used for fallback, and the cardinality cap.
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Mapping
 
 ROOT = "*"
@@ -129,3 +133,41 @@ class ContextRegistry:
             if k in self.admitted:
                 return k
         return ROOT
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``,
+    kafka-python's ``kafka.partitioner.default.murmur2``) as an unsigned
+    32-bit integer."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    n4 = length & ~3
+    for i in range(0, n4, 4):
+        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    extra = length & 3
+    if extra >= 3:
+        h ^= data[n4 + 2] << 16
+    if extra >= 2:
+        h ^= data[n4 + 1] << 8
+    if extra >= 1:
+        h ^= data[n4]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h
+
+
+@lru_cache(maxsize=65536)
+def owner_partition(context_key: str, n_partitions: int) -> int:
+    """The examples partition a context key hashes to (Kafka's default
+    partitioner: murmur2 of the key bytes), i.e. the learn shard owning it."""
+    return (murmur2(context_key.encode()) & 0x7FFFFFFF) % max(1, n_partitions)

@@ -64,3 +64,52 @@ class RetryableError(StopwiseError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class KafkaUnavailable(RetryableError):
+    """A retriable Kafka failure the run loop backs off from (broker down,
+    coordinator moving, a rebalance, a commit refused after one): ``where``
+    it happened (poll, process, assignment, tick, checkpoint, startup),
+    ``cause`` (the client's exception), ``attempt`` (consecutive failures,
+    from 1) and ``retry_after`` (the capped, jittered backoff in seconds).
+
+    >>> err = KafkaUnavailable("poll", ConnectionError("refused"), attempt=3, retry_after=0.8)
+    >>> isinstance(err, RetryableError), err.where, err.retry_after
+    (True, 'poll', 0.8)
+    >>> str(err)
+    "poll: ConnectionError('refused') (attempt 3, retrying in 0.80s)"
+    """
+
+    def __init__(self, where: str, cause: BaseException, attempt: int, retry_after: float) -> None:
+        self.where, self.cause, self.attempt = where, cause, attempt
+        super().__init__(f"{where}: {cause!r} (attempt {attempt}, retrying in {retry_after:.2f}s)", retry_after)
+
+
+class FatalKafkaError(StopwiseError):
+    """A failure retrying cannot fix (authorization, bad client config, an
+    unsupported broker, a topic missing after creation): the run loop logs
+    it in one line and exits 1. ``where`` and ``cause`` as for
+    :class:`KafkaUnavailable`."""
+
+    def __init__(self, where: str, cause: BaseException) -> None:
+        self.where, self.cause = where, cause
+        super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+
+
+class CatchUpTimeout(RetryableError, TimeoutError):
+    """A compacted topic could not be read to its end in time (the broker is
+    slow or away): ``topic``, ``timeout_s``; retried by the loop."""
+
+    def __init__(self, topic: str, timeout_s: float) -> None:
+        self.topic, self.timeout_s = topic, timeout_s
+        super().__init__(f"could not read {topic!r} to its end within {timeout_s}s", retry_after=1.0)
+
+
+class TopicMissing(StopwiseError):
+    """A topic the daemon needs does not exist (it is created before the
+    daemon starts: ``stopwise topics create``); fatal."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r} does not exist (no partitions found); "
+                         f"create the topics first (`stopwise topics create`)")

@@ -66,6 +66,9 @@ class Metrics:
             ["topic", "reason"], registry=r)
         self.join_pending = Gauge(
             name("join_pending"), "Half-joined requests waiting for their other half.", registry=r)
+        self.join_pending_bytes = Gauge(
+            name("join_pending_bytes"), "Bytes (wire size) of the half-joined requests (capped by join.max_bytes).",
+            registry=r)
         self.join_evicted = Counter(
             name("join_evicted"), "Pending joins evicted because the join buffer was full.", registry=r)
         self.join_expired = Counter(

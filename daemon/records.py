@@ -25,16 +25,43 @@ from .errors import DecodeError
 MAJOR = 1
 DEFAULT_MAX_BYTES = 1_000_000
 
+# Bounds of every number that enters the core (issue 13: a feedback weight of
+# 1e300 made the estimates NaN). Out of bounds is ``out_of_range``, a
+# boolean where a number is expected ``invalid_value`` (JSON ``true`` is not 1).
+MAX_WEIGHT = 1e6
+"""Feedback ``weight`` is in (0, MAX_WEIGHT]."""
+MAX_TS = 1e10
+"""``ts`` is in [0, MAX_TS]: seconds since the epoch (a millisecond stamp,
+~1.7e12, is refused rather than read as the year 55000)."""
+MAX_TOKENS = 2**31 - 1
+"""Token counts (checkpoints, ``tokens_used``, ``tokens_budget``)."""
+MAX_VERSION = 2**63 - 1
+"""Versions stay within int64."""
+MAX_FEATURE = 1e6
+"""Numeric features are in [-MAX_FEATURE, MAX_FEATURE] (they feed the River model)."""
+
 RequestId = Annotated[str, Field(min_length=1, max_length=256)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegInt = Annotated[int, Field(ge=0)]
-Checkpoint = tuple[NonNegInt, Score, Annotated[str, Field(max_length=256)]]
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Timestamp = Annotated[float, Field(ge=0.0, le=MAX_TS)]
+Checkpoint = tuple[TokenCount, Score, Annotated[str, Field(max_length=256)]]
+
+
+def _not_bool(v):
+    """Before-validator of integer fields: Python (and pydantic's ``Literal``)
+    takes ``True == 1``; the contract does not."""
+    if isinstance(v, bool):
+        raise ValueError("invalid_value: a boolean is not a number")
+    return v
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False, strict=False)
 
     v: Literal[1] = MAJOR
+
+    _v_not_bool = field_validator("v", mode="before")(_not_bool)
 
     def to_bytes(self) -> bytes:
         """Compact JSON bytes (extra fields included)."""
@@ -53,16 +80,17 @@ class InferenceEvent(_Record):
     """
 
     request_id: RequestId
-    ts: float
+    ts: Timestamp
     context: dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
-    features: dict[Annotated[str, Field(min_length=1, max_length=64)], float] = Field(default_factory=dict)
+    features: dict[Annotated[str, Field(min_length=1, max_length=64)],
+                   Annotated[float, Field(ge=-MAX_FEATURE, le=MAX_FEATURE)]] = Field(default_factory=dict)
     threshold: Score
-    threshold_version: NonNegInt = 0
+    threshold_version: Annotated[int, Field(ge=0, le=MAX_VERSION)] = 0
     explore: bool = False
     propensity: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    stop_index: NonNegInt
-    tokens_used: NonNegInt
-    tokens_budget: NonNegInt
+    stop_index: Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+    tokens_used: TokenCount
+    tokens_budget: TokenCount
     checkpoints: list[Checkpoint] = Field(min_length=1)
     complete: Optional[bool] = None
 
@@ -96,11 +124,13 @@ class FeedbackEvent(_Record):
     answer (``em``) and/or the gold answer's hash."""
 
     request_id: RequestId
-    ts: float
+    ts: Timestamp
     em: Optional[Literal[0, 1]] = None
     gold_answer_hash: Optional[Annotated[str, Field(max_length=256)]] = None
     source: Annotated[str, Field(max_length=64)] = "user"
-    weight: Annotated[float, Field(gt=0.0)] = 1.0
+    weight: Annotated[float, Field(gt=0.0, le=MAX_WEIGHT)] = 1.0
+
+    _em_not_bool = field_validator("em", mode="before")(_not_bool)
 
     @model_validator(mode="after")
     def _one_label(self) -> "FeedbackEvent":

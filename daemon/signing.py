@@ -1,7 +1,9 @@
 """HMAC signatures for threshold records and state snapshots.
 
 The signature is HMAC-SHA256 over the record's canonical JSON (sorted keys,
-compact separators) without its ``sig`` field, hex-encoded.
+compact separators) without its ``sig`` field, hex-encoded. Without a key
+(``security.allow_unsigned: true``) records carry ``"sig": "unsigned"`` and
+blobs the tag ``unsigned``, so every reader can see they are not signed.
 
 >>> rec = {"context": "*", "threshold": 0.9, "version": 1}
 >>> signed = sign_record(rec, b"k")
@@ -16,6 +18,9 @@ import hmac
 import json
 from typing import Any, Mapping
 
+UNSIGNED = "unsigned"
+"""The ``sig`` of a record (and the tag of a blob) written without a key."""
+
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
     body = {k: v for k, v in obj.items() if k != "sig"}
@@ -27,9 +32,9 @@ def signature(data: bytes, key: bytes) -> str:
 
 
 def sign_record(obj: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
-    """Return a copy of ``obj`` with ``sig`` set (or ``None`` without a key)."""
+    """Return a copy of ``obj`` with ``sig`` set (``"unsigned"`` without a key)."""
     out = dict(obj)
-    out["sig"] = signature(canonical(out), key) if key else None
+    out["sig"] = signature(canonical(out), key) if key else UNSIGNED
     return out
 
 
@@ -42,8 +47,8 @@ def verify_record(obj: Mapping[str, Any], key: bytes | None) -> bool:
 
 
 def sign_blob(blob: bytes, key: bytes | None) -> bytes:
-    """Prefix ``blob`` with its hex HMAC and a newline (``-`` without a key)."""
-    tag = signature(blob, key).encode() if key else b"-"
+    """Prefix ``blob`` with its hex HMAC and a newline (``unsigned`` without a key)."""
+    tag = signature(blob, key).encode() if key else UNSIGNED.encode()
     return tag + b"\n" + blob
 
 
@@ -55,6 +60,6 @@ def verify_blob(data: bytes, key: bytes | None) -> bytes:
     if not sep:
         raise SignatureError("snapshot has no signature header")
     if key:
-        if tag == b"-" or not hmac.compare_digest(tag, signature(blob, key).encode()):
+        if tag in (b"-", UNSIGNED.encode()) or not hmac.compare_digest(tag, signature(blob, key).encode()):
             raise SignatureError("snapshot signature does not verify")
     return blob

@@ -50,9 +50,31 @@ class BanditPolicy(Policy):
             self._bandits[key] = b
         return b
 
+    # ---- state: plain data (the River bandits are rebuilt, never stored)
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_bandits"}
+        state["bandits"] = {key: {"n": b._n, "counts": dict(b._counts), "rng": b._rng,
+                                  "rewards": {arm: (m.n, m._mean) for arm, m in b._rewards.items()}}
+                            for key, b in self._bandits.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        saved = state.pop("bandits")
+        self.__dict__.update(state)
+        self._bandits = {}
+        for key, st in saved.items():
+            b = self._bandit(key)
+            b._n = int(st["n"])
+            b._counts.update({int(arm): c for arm, c in st["counts"].items()})
+            b._rng = st["rng"]
+            for arm, (n, mean) in st["rewards"].items():
+                m = b._rewards[int(arm)]
+                m.n, m._mean = float(n), float(mean)
+
     def learn_one(self, context_key: str, outcome: Outcome) -> None:
         cf = outcome.counterfactual
-        if cf.weight <= 0:
+        if cf.weight <= 0 or outcome.followup:
             return
         b = self._bandit(context_key)
         for i, (lo, co) in enumerate(zip(cf.loss, cf.cost)):

@@ -40,13 +40,23 @@ class Outcome:
 
     example: LabelledExample
     counterfactual: Counterfactual
+    followup: bool = False
+    """The label of a run this policy already learned unlabelled (its
+    ``counterfactual`` is the labelled one): learn from it only what needs
+    the label, or skip it (the default rules below do)."""
 
     @property
-    def served_observation(self) -> int | None:
-        """Loss the served threshold caused (or would have caused) on this
-        request, observed on exploration runs only -- a uniform random sample
-        of served traffic (``None`` otherwise)."""
-        if self.example.explore and self.counterfactual.complete:
+    def labelled(self) -> bool:
+        return self.counterfactual.labelled
+
+    @property
+    def served_observation(self) -> float | None:
+        """Loss surrogate at the served threshold on this request (the loss
+        itself when labelled; the disagreement with the full answer when
+        not: an upper bound), observed on exploration runs only -- a uniform
+        random sample of served traffic (``None`` otherwise, and on
+        follow-ups, whose run was observed already)."""
+        if self.example.explore and self.counterfactual.complete and not self.followup:
             return self.counterfactual.served_loss
         return None
 

@@ -11,11 +11,11 @@ The budget handed to the ``base`` policy is ``budget * f`` with
 >>> from stopwise.policies.base import View
 >>> st = TauStats((0.5, 0.9, 1.0), (0.006, 0.001, 0.0), (0.009, 0.004, 0.0), (0.4, 0.7, 1.0), 2000, 2000, 2000)
 >>> p = LoadAwarePolicy(critical=("task=qa",))
->>> p.set_load(1.0); p.decide("task=math", View("task=math", st, 0.01), 0.0).threshold
+>>> p.set_load(1.0); p.decide("task=math", View("task=math", st, 0.01, current_threshold=0.9), 0.0).threshold
 0.5
->>> p.decide("task=qa|domain=x", View("task=qa|domain=x", st, 0.01), 0.0).threshold
+>>> p.decide("task=qa|domain=x", View("task=qa|domain=x", st, 0.01, current_threshold=0.9), 0.0).threshold
 0.9
->>> p.set_load(0.0); p.decide("task=math", View("task=math", st, 0.01), 0.0).threshold
+>>> p.set_load(0.0); p.decide("task=math", View("task=math", st, 0.01, current_threshold=0.9), 0.0).threshold
 0.9
 """
 

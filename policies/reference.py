@@ -13,7 +13,8 @@ correction + value-of-information exploration.
    realized loss rate on served traffic is pushed to the budget or below).
    ``r`` is clipped to ``[0, 1 + max_credit]``.
 
-   STATISTICAL TRADE-OFF (default ``max_credit = 0.10``): while realized
+   STATISTICAL TRADE-OFF (opt-in ``max_credit > 0``; the default 0 keeps
+   the tested guarantee of docs/control.md, the correction then only tightens): while realized
    loss on served traffic stays under the budget, ``r`` may exceed 1, so a
    tau is served when its 95% Clopper-Pearson UCB is under up to
    ``1.10 * budget`` (entry: ``(1 - band) * 1.10 * budget``). The
@@ -29,7 +30,12 @@ correction + value-of-information exploration.
 3. Hysteresis band: a tau more aggressive than the current one is taken
    only if its UCB is under ``(1 - band)`` times the effective budget; the
    current one is kept while its UCB stays under the budget; if it no
-   longer does, the policy retreats at once to the LTT choice. (With a
+   longer does, the policy retreats at once to the LTT choice. Leaving 1.0
+   uses ``leave_band`` (default 0.2) instead: served at 1.0 every run is
+   complete with weight 1; below it, complete runs come from exploration
+   with inverse-propensity weights, and Kish's effective size drops (the
+   bound that justified the move grows by ~20%), which without the wider
+   band makes a new context flip between 1.0 and the lower tau. (With a
    flat risk curve the UCBs of many taus sit near the budget, and without
    the band the choice would jump across the grid on every tick.)
 4. Exploration rate (:func:`voi_rate`): exploration costs the tokens the
@@ -44,6 +50,8 @@ correction + value-of-information exploration.
    about as fast as its explored runs, and a rate that drops sharply
    (weights ``1 / rate`` jump) shrinks Kish's n_eff; ``keep`` is the
    feedback that stops this from costing a certified threshold.
+   Below 1.0 the rate falls by at most half per decision (complete runs
+   carry weight ``1 / rate``; a sharp drop would shrink Kish's n_eff).
    ``rate_rule="uncertainty"`` restores the previous rule
    (:func:`~.base.uncertainty_rate`).
 
@@ -57,7 +65,7 @@ the drift detector's memory), ``keep_from``, ``reach`` (see
 >>> from stopwise.policies.base import View
 >>> st = TauStats((0.5, 0.9, 1.0), (0.2, 0.001, 0.0), (0.3, 0.004, 0.0), (0.4, 0.7, 1.0), 2000, 2000, 2000)
 >>> p = ReferencePolicy()
->>> d = p.decide("*", View("*", st, budget=0.01), now=0.0)
+>>> d = p.decide("*", View("*", st, budget=0.01, current_explore_rate=0.02), now=0.0)
 >>> d.threshold, d.explore_rate   # 0.5 is far out of budget: nothing to learn, monitor only
 (0.9, 0.02)
 """
@@ -123,15 +131,32 @@ def voi_rate(view: View, idx: int, budget: float, band: float, drift: bool = Fal
     return view.min_rate + (view.max_rate - view.min_rate) * f
 
 
+def bound_basis(st, idx: int) -> str:
+    """Which evidence the bound at ``taus[idx]`` rests on, for the record's reason.
+
+    >>> from stopwise.daemon.core.estimator import TauStats
+    >>> st = TauStats((0.9, 1.0), (0.0, 0.0), (0.004, 0.0), (0.5, 1.0), 800, 5000, 900, source=("pair", "exact"),
+    ...               ref=1.0, n_pair=4000)
+    >>> bound_basis(st, 0)
+    'bound: served traffic vs 1 (4000 runs) + direct at 1'
+    """
+    src = st.source[idx] if st.source else "direct"
+    if src == "exact":
+        return "bound: exact (no early stop)"
+    if src == "pair":
+        return f"bound: served traffic vs {st.ref:g} ({st.n_pair:.0f} runs) + direct at {st.ref:g}"
+    return f"bound: direct ({st.n_eff:.0f} complete runs; labels where given, disagreement elsewhere)"
+
+
 RATE_RULES = ("voi", "uncertainty")
 
 
 class ReferencePolicy(Policy):
     name = "reference"
 
-    def __init__(self, integral_gain: float | None = None, step_scale: float = 0.05, max_credit: float = 0.10,
+    def __init__(self, integral_gain: float | None = None, step_scale: float = 0.05, max_credit: float = 0.0,
                  band: float = 0.05, rate_rule: str = "voi", drift_half_life: float = 100.0, keep_from: float = 0.6,
-                 reach: float = 0.0) -> None:
+                 reach: float = 0.5, leave_band: float = 0.2) -> None:
         if rate_rule not in RATE_RULES:
             raise ValueError(f"rate_rule: {rate_rule!r} is not one of {', '.join(RATE_RULES)}")
         self.integral_gain = integral_gain
@@ -139,6 +164,7 @@ class ReferencePolicy(Policy):
         self.drift_half_life = drift_half_life
         self.keep_from = keep_from
         self.reach = reach
+        self.leave_band = leave_band
         self.band = band
         self.step_scale = step_scale
         self.max_credit = max_credit
@@ -186,8 +212,11 @@ class ReferencePolicy(Policy):
             r = self._ratio[context_key] = 1.0
         budget = view.budget * r
         idx = ltt_index(view.stats, budget)
-        strict = ltt_index(view.stats, budget * (1.0 - self.band))
         cur = view.stats.nearest(view.current_threshold)
+        # leaving 1.0 (every run complete, weight 1) turns the complete runs into exploration
+        # runs with inverse-propensity weights, which shrinks Kish's n_eff: enter with more room
+        band = self.leave_band if cur == len(view.taus) - 1 else self.band
+        strict = ltt_index(view.stats, budget * (1.0 - band))
         if idx <= cur:  # the current threshold is still certified: keep it unless clearly beaten
             idx = min(cur, strict)
         if drift:  # the estimates are stale: step back from the current threshold at least one grid step
@@ -197,7 +226,11 @@ class ReferencePolicy(Policy):
             rate = voi_rate(view, idx, budget, self.band, drift, self.keep_from, self.reach)
         else:
             rate = uncertainty_rate(view, idx)
-        reason = f"ltt: ucb {view.stats.ucb[idx]:.4f} <= budget {budget:.4f} (ratio {r:.2f})"
+        if idx < len(view.taus) - 1:
+            # served below 1.0, complete runs carry weight 1 / rate: a sharp drop of the rate
+            # would shrink Kish's n_eff and un-certify the threshold it just certified
+            rate = max(rate, min(view.max_rate, view.current_explore_rate / 2.0))
+        reason = f"ltt: ucb {view.stats.ucb[idx]:.4f} <= budget {budget:.4f} (ratio {r:.2f}); {bound_basis(view.stats, idx)}; explore {rate:.3f} (~{100 * rate * (1.0 - view.stats.cost[idx]):.1f}% of tokens)"
         if drift:
             reason = f"drift: realized loss over budget; {reason}"
         return Proposal(tau, rate, reason, **estimates(view, idx))

@@ -67,7 +67,7 @@ def simulate(
             res = run(reqs, cfg, name, publish_delay=publish_delay)
         except SimulationError as exc:
             _fail(str(exc))
-        summary = summarize(res.outcomes, oracle, cfg, window=window, policy=name, meta=meta)
+        summary = summarize(res.outcomes, oracle, cfg, window=window, policy=name, meta=meta, requests=reqs)
         write_run(res, dest, summary, odict)
         o = summary["overall"]
         typer.echo(f"| {name} | {pct(o['savings'])} | {pct(o['fraction_of_oracle'])} | {100 * o['em_drop']:.2f} | "

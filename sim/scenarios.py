@@ -3,7 +3,8 @@
 Every scenario is deterministic in ``(seed, n)`` and writes a world file plus
 a ``FILE.meta.json`` sidecar naming the scenario and its events (drift
 points, the new context, ...), which the simulator's summary uses to measure
-recovery. Arrivals are ``RATE`` requests per second of event time.
+recovery. Arrivals are ``RATE`` requests per second of event time. The
+production-like worlds (``prod_*``) are built by :mod:`.production`.
 
 >>> reqs, meta = build("cold_start", seed=1, n=300)
 >>> len(reqs), meta["events"][0]["kind"], meta["events"][0]["context"]
@@ -15,19 +16,17 @@ recovery. Arrivals are ``RATE`` requests per second of event time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from stopwise.daemon.context import ContextKeyer
-
+from .production import KEYER, PRODUCTION, RATE, build_production
 from .traces import THREE_CONTEXTS, ContextProfile, TraceRequest, make_request
 from .world import write_world
 
-RATE = 100.0                  # requests per second of event time
 FEEDBACK_DELAY_S = 5.0        # mean feedback delay (exponential)
-KEYER = ContextKeyer(("task", "domain"))
 EASY, MIDDLE, RISKY = THREE_CONTEXTS
 NEW_CONTEXT = ContextProfile({"task": "code", "domain": "software"}, p_correct=0.85, calibration=0.985,
                              settle=0.3, features={"difficulty": 0.35})
@@ -160,7 +159,7 @@ def digits(seed: int, n: int) -> tuple[list[Row], Meta]:
 SCENARIOS: dict[str, Callable[[int, int], tuple[list[Row], Meta]]] = {
     f.__name__: f for f in (stationary, abrupt_drift, gradual_drift, cold_start, mix_shift,
                             sparse_feedback, delayed_feedback, noisy_labels, digits)
-}
+} | {name: functools.partial(build_production, name) for name in PRODUCTION}
 
 
 def build(name: str, seed: int, n: int) -> tuple[list[Row], Meta]:

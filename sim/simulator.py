@@ -3,12 +3,13 @@ event time and drives the same pure core (:class:`Core`) the daemon runs,
 without Kafka.
 
 For each request (in ``ts`` order) it looks up the threshold record in force
-(records published by a tick at ``t`` become visible at ``t + publish_delay``;
-lookup falls back along :func:`parents` to ``*`` and then to the configured
-default; expired records are skipped), draws exploration exactly as the
-client does (:func:`explores` / :func:`propensity` with the record's
-``explore_rate``), delivers the answer at :func:`stop_index` (an exploring
-request runs to the end and delivers the full answer), emits the inference
+(records published by a tick at ``t`` become visible at ``t + publish_delay``)
+and draws exploration with the very functions the real inferencer's table
+uses (:func:`stopwise.daemon.lookup.lookup` and :func:`~stopwise.daemon.lookup.draw`:
+fallback along the parents to ``*``, expired records skipped, then the
+configured default threshold with no exploration), delivers the answer at
+:func:`stop_index` (an exploring request runs to the end and delivers the
+full answer), emits the inference
 event (the checkpoints up to the stop, or all of them when exploring) and,
 ``delay_s`` later if the user responds, the feedback event. ``Core.tick`` runs
 every ``config.publish.interval_s`` of event time (through idle stretches with
@@ -31,10 +32,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from stopwise.daemon.config import Config
-from stopwise.daemon.context import ContextKeyer, parents
+from stopwise.daemon.context import ContextKeyer
 from stopwise.daemon.errors import StopwiseError
 from stopwise.daemon.records import FeedbackEvent, InferenceEvent, ThresholdRecord
-from stopwise.daemon.stoprule import explores, propensity, stop_index
+from stopwise.daemon.lookup import NO_RECORD_EXPLORE_RATE, draw, lookup
+from stopwise.daemon.stoprule import stop_index
 
 from .summary import Outcome
 
@@ -92,31 +94,30 @@ def build_policy(name: str, config: Config | None = None) -> Any:
 
 class ThresholdTable:
     """What a simulated inferencer sees: the latest visible record per context
-    key; lookup by fallback chain, skipping expired records."""
+    key, looked up exactly as the real inferencer's table does
+    (:func:`stopwise.daemon.lookup.lookup`: fallback chain, expiry, and with
+    no record in force the default threshold at exploration rate
+    ``default_explore_rate``, :data:`~stopwise.daemon.lookup.NO_RECORD_EXPLORE_RATE`
+    = 0 unless given). Change ``records`` only through :meth:`apply` (it
+    empties the lookup cache)."""
 
-    __slots__ = ("records", "default", "_chains")
+    __slots__ = ("records", "default_threshold", "default_explore_rate", "_cache")
 
-    def __init__(self, default_threshold: float, default_explore_rate: float) -> None:
+    def __init__(self, default_threshold: float, default_explore_rate: float = NO_RECORD_EXPLORE_RATE) -> None:
         self.records: dict[str, ThresholdRecord] = {}
-        self.default = (default_threshold, default_explore_rate, 0)
-        self._chains: dict[str, list[str]] = {}
+        self.default_threshold = default_threshold
+        self.default_explore_rate = default_explore_rate
+        self._cache: dict[str, tuple] = {}
 
     def apply(self, record: ThresholdRecord) -> None:
         cur = self.records.get(record.context)
         if cur is None or record.version >= cur.version or record.issued_at >= cur.issued_at:
             self.records[record.context] = record
+            self._cache.clear()
 
-    def lookup(self, key: str, now: float) -> tuple[float, float, int]:
-        """(threshold, explore_rate, version) in force for ``key`` at ``now``."""
-        chain = self._chains.get(key)
-        if chain is None:
-            chain = self._chains[key] = parents(key)
-        recs = self.records
-        for k in chain:
-            r = recs.get(k)
-            if r is not None and r.expires_at > now:
-                return r.threshold, r.explore_rate, r.version
-        return self.default
+    def lookup(self, key: str, now: float) -> tuple[float, float, int, str]:
+        """(threshold, explore_rate, version, source) in force for ``key`` at ``now``."""
+        return lookup(self.records, key, now, self.default_threshold, self.default_explore_rate, self._cache)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def simulate(requests: Sequence, config: Config, policy: str = "reference", *,
 
         core = Core(config, policy=build_policy(policy, config))
     keyer = ContextKeyer(config.context.dimensions)
-    table = ThresholdTable(config.context.default_threshold, config.exploration.initial_rate)
+    table = ThresholdTable(config.context.default_threshold)
     interval = config.publish.interval_s
     idle_stride = max(interval, config.publish.record_ttl_s / 8)
     pending: list[tuple[float, int, int, Any]] = []   # (time, seq, kind, payload); kind 0 = record visible, 1 = feedback
@@ -228,17 +229,17 @@ def simulate(requests: Sequence, config: Config, policy: str = "reference", *,
         key = keys.get(ck)
         if key is None:
             key = keys[ck] = keyer.key(ctx)
-        thr, rate, version = table.lookup(key, ts)
+        thr, rate, version, _ = table.lookup(key, ts)
         cps = req.checkpoints
         last = len(cps) - 1
-        explored = explores(req.request_id, rate) if rate > 0.0 else False
+        explored, prop = draw(req.request_id, rate)
         si = last if explored else stop_index(cps, thr)
         cp = cps[si]
         full = cps[last]
         ev = _construct_inf(
             v=1, request_id=req.request_id, ts=ts, context=ctx, features=req.features,
             threshold=thr, threshold_version=version, explore=explored,
-            propensity=propensity(explored, rate), stop_index=si, tokens_used=cp[0],
+            propensity=prop, stop_index=si, tokens_used=cp[0],
             tokens_budget=full[0], checkpoints=cps if (explored or si == last) else cps[:si + 1],
             complete=explored or si == last,
         )

@@ -7,7 +7,14 @@ return within budget.
 EM drop of a set of requests = mean of ``em_full - em`` over the requests
 whose EM is known (per request: the full run's answer correct minus the
 delivered answer correct). Its interval is the normal approximation at the
-configured confidence (two-sided).
+configured confidence (two-sided). EM-budget use = EM drop / budget (the
+overall budget: :func:`overall_budget`).
+
+Exploration: ``explored_share`` = explored requests / requests; with the
+world at hand, ``explore_tokens`` = the tokens explored runs used beyond
+what the threshold served to them would have used (:func:`explore_tokens`),
+also as a share of the full-run tokens (``explore_tokens_of_full``) and of
+the tokens saved (``explore_tokens_of_saved``).
 
 >>> ci = mean_ci([1, 0, 0, 0], 0.95)
 >>> round(ci[0], 3), ci[1] < 0 < ci[2]
@@ -78,14 +85,51 @@ def drops(rows: Sequence[Outcome]) -> list[int]:
     return [r.em_full - r.em for r in rows if r.em is not None and r.em_full is not None]
 
 
-def _stats(rows: Sequence[Outcome], budget: float, confidence: float, oracle_saved: int | None) -> dict:
+def explore_tokens(outcomes: Sequence[Outcome], requests: Sequence) -> dict[str, int]:
+    """Per explored request: the tokens its full run used beyond what the
+    threshold served to it would have used (``request_id -> tokens``).
+    ``requests``: the world (its checkpoints), in the outcomes' order or not.
+
+    >>> from stopwise.sim.world import WorldRequest, WorldFeedback
+    >>> req = WorldRequest(request_id="r", ts=0, checkpoints=[[10, 0.95, "a"], [30, 0.99, "a"]], feedback=WorldFeedback(present=False))
+    >>> explore_tokens([Outcome("r", "*", 0.9, True, 1, 30, 30, "a", None, None)], [req])
+    {'r': 20}
+    """
+    from stopwise.daemon.stoprule import stop_index
+
+    aligned = len(requests) == len(outcomes)
+    by_id = None
+    out = {}
+    for i, o in enumerate(outcomes):
+        if not o.explored:
+            continue
+        req = requests[i] if aligned else None
+        if req is None or req.request_id != o.request_id:
+            if by_id is None:
+                by_id = {r.request_id: r for r in requests}
+            req = by_id.get(o.request_id)
+            if req is None:
+                raise ValueError(f"explored request {o.request_id!r} is not in the world")
+        cps = req.checkpoints
+        out[o.request_id] = o.tokens_used - cps[stop_index(cps, o.threshold)][0]
+    return out
+
+
+def _stats(rows: Sequence[Outcome], budget: float, confidence: float, oracle_saved: int | None,
+           extra: dict[str, int] | None = None) -> dict:
     full = sum(r.tokens_full for r in rows)
     used = sum(r.tokens_used for r in rows)
     d = drops(rows)
     m, lo, hi = mean_ci(d, confidence)
+    explored = sum(1 for r in rows if r.explored)
+    cost = None if extra is None else sum(extra.get(r.request_id, 0) for r in rows if r.explored)
     out = {
         "n": len(rows),
-        "explored": sum(1 for r in rows if r.explored),
+        "explored": explored,
+        "explored_share": explored / len(rows) if rows else 0.0,
+        "explore_tokens": cost,
+        "explore_tokens_of_full": None if cost is None or not full else cost / full,
+        "explore_tokens_of_saved": None if cost is None or full - used <= 0 else cost / (full - used),
         "tokens_full": full,
         "tokens_used": used,
         "tokens_saved": full - used,
@@ -93,8 +137,10 @@ def _stats(rows: Sequence[Outcome], budget: float, confidence: float, oracle_sav
         "em_full": (sum(r.em_full for r in rows if r.em_full is not None) / max(1, sum(r.em_full is not None for r in rows))),
         "em": (sum(r.em for r in rows if r.em is not None) / max(1, sum(r.em is not None for r in rows))),
         "em_drop": m,
+        "n_scored": len(d),
         "em_drop_ci": [lo, hi],
         "budget": budget,
+        "em_budget_use": m / budget if budget > 0 else None,
         "oracle_tokens_saved": oracle_saved,
         "fraction_of_oracle": ((full - used) / oracle_saved) if oracle_saved else None,
     }
@@ -125,10 +171,23 @@ def recovery(rows: Sequence[Outcome], since_ts: float, budget: float, window: in
     return {"requests": settled, "windows": len(wd), "windows_over_budget": sum(over), "window_drops": wd}
 
 
+def overall_budget(contexts: dict[str, dict], config: Config) -> float:
+    """The EM-drop budget of the whole stream: ``budget.em_drop`` in global
+    mode, else the per-context budgets weighted by each context's requests
+    with a known EM drop (the overall drop is that same weighted mean)."""
+    known = {k: c["n_scored"] for k, c in contexts.items()}
+    total = sum(known.values())
+    if config.budget.mode == "global" or total == 0:
+        return config.budget.em_drop
+    return sum(contexts[k]["budget"] * n for k, n in known.items()) / total
+
+
 def summarize(outcomes: Sequence[Outcome], oracle: Oracle, config: Config, *, window: int,
-              policy: str = "", meta: dict | None = None) -> dict:
-    """The ``summary.json`` of a run."""
+              policy: str = "", meta: dict | None = None, requests: Sequence | None = None) -> dict:
+    """The ``summary.json`` of a run. With ``requests`` (the world) the
+    exploration's token cost is scored too (else its fields are None)."""
     conf = config.budget.confidence
+    extra = explore_tokens(outcomes, requests) if requests is not None else None
     by_ctx: dict[str, list[Outcome]] = {}
     for o in outcomes:
         by_ctx.setdefault(o.context, []).append(o)
@@ -137,7 +196,7 @@ def summarize(outcomes: Sequence[Outcome], oracle: Oracle, config: Config, *, wi
     for key in sorted(by_ctx):
         rows = by_ctx[key]
         budget = config.budget_for(key)
-        st = _stats(rows, budget, conf, oracle.saved(key))
+        st = _stats(rows, budget, conf, oracle.saved(key), extra)
         wd = window_drops(rows, window)
         over = sum(1 for x in wd if x > budget + 1e-12)
         st.update({"windows": len(wd), "windows_over_budget": over,
@@ -145,7 +204,7 @@ def summarize(outcomes: Sequence[Outcome], oracle: Oracle, config: Config, *, wi
         contexts[key] = st
         all_over += over
         all_windows += len(wd)
-    overall = _stats(outcomes, config.budget.em_drop, conf, oracle.saved())
+    overall = _stats(outcomes, overall_budget(contexts, config), conf, oracle.saved(), extra)
     overall.update({"windows": all_windows, "windows_over_budget": all_over,
                     "share_windows_over_budget": all_over / all_windows if all_windows else 0.0,
                     "worst_context_share_over_budget": max(

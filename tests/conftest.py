@@ -69,6 +69,8 @@ TEST_SECTIONS: dict[str, dict[str, Any]] = {
     "publish": {"interval_s": 0.2},
     "snapshot": {"interval_s": 1.0},
     "metrics": {"port": 0},
+    # tests that sign set security.hmac_key_file; the rest run unsigned on purpose
+    "security": {"allow_unsigned": True},
 }
 
 

@@ -98,6 +98,11 @@ def learn_totals(snaps: dict[str, Snapshot]) -> tuple[int, float]:
     return sum(int(s.meta["unique_examples"]) for s in learn), sum(float(s.meta["learned"]) for s in learn)
 
 
+def labelled_total(snaps: dict[str, Snapshot]) -> int:
+    """Sum of the labelled examples learned over the learn shards' snapshot headers."""
+    return sum(int(s.meta.get("labelled", 0)) for name, s in snaps.items() if name.startswith("learn/"))
+
+
 def write_config(cfg: Config, path: Path, **changes: dict) -> Path:
     """``cfg`` as a YAML config file at ``path``, ``changes`` merged per section."""
     data = json.loads(cfg.model_dump_json())

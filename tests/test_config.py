@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import BaseModel
 
-from stopwise.daemon.config import Config, load_config, parse_config
+from stopwise.daemon.config import Config, load_config, parse_config, require_signing
 from stopwise.daemon.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +120,9 @@ BAD = [
     ("exploration.min_rate", 0.5, "must not exceed max_rate (0.25)"),
     ("exploration.initial_rate", 0.9, "must be within [min_rate, max_rate] = [0.02, 0.25]"),
     ("join.ttl_s", -1, "must be a positive number"),
+    ("join.max_bytes", 100, "should be greater than or equal to 1024"),
+    ("limits.dlq_max_value_bytes", 10, "should be greater than or equal to 1024"),
+    ("limits.dlq_max_value_bytes", True, "should be a valid integer"),
     ("publish.interval_s", float("nan"), "must be a positive number"),
     ("estimator.model", "deep", "should be 'logistic' or 'none'"),
     ("metrics.port", 70000, "should be less than or equal to 65535"),
@@ -185,3 +189,54 @@ def test_exponent_numbers_are_floats_and_quoted_numbers_are_refused(tmp_path: Pa
     p.write_text("budget:\n  em_drop: '0.02'\n")
     with pytest.raises(ConfigError, match=r"budget\.em_drop: '0\.02' should be a valid number"):
         load_config(p, env={})
+
+
+def test_key_file_is_read_once_at_load_and_stripped(tmp_path: Path) -> None:
+    key = tmp_path / "hmac.key"
+    key.write_bytes(b"  s3cret key \n")
+    cfg = parse_config({"security": {"hmac_key_file": str(key)}})
+    key.unlink()  # read at load: later use does not touch the file
+    assert cfg.security.hmac_key() == b"s3cret key"
+    assert require_signing(cfg) == b"s3cret key"
+
+
+def test_key_file_problems_name_file_key_and_why(tmp_path: Path, monkeypatch) -> None:
+    blank = tmp_path / "blank.key"
+    blank.write_text(" \n")
+    for path, why in ((tmp_path / "absent.key", "key file does not exist"), (tmp_path, "is a directory"),
+                      (blank, "key file is empty (or only whitespace): no signing key")):
+        with pytest.raises(ConfigError, match=rf"c\.yaml: security\.hmac_key_file: '{path}' {re.escape(why)}"):
+            parse_config({"security": {"hmac_key_file": str(path)}}, file="c.yaml")
+    locked = tmp_path / "locked.key"
+    locked.write_text("k\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError, match=r"security\.hmac_key_file: .* key file cannot be read: Permission denied"):
+        parse_config({"security": {"hmac_key_file": str(locked)}}, file="c.yaml")
+
+
+def test_a_key_is_required_unless_unsigned_is_allowed_explicitly() -> None:
+    with pytest.raises(ConfigError, match=r"c\.yaml: security\.hmac_key_file: a signing key file is required.*"
+                                          r"security\.allow_unsigned: true"):
+        require_signing(load_config(CONFIG_YAML, env={}), "c.yaml")
+    assert require_signing(parse_config({"security": {"allow_unsigned": True}})) is None
+    with pytest.raises(ConfigError, match="should be a valid boolean"):
+        parse_config({"security": {"allow_unsigned": "yes please"}})
+
+
+def test_copies_of_a_config_never_carry_the_key(tmp_path: Path) -> None:
+    import pickle
+
+    from stopwise.daemon.core import statecodec
+
+    key = tmp_path / "hmac.key"
+    key.write_text("s3cret\n")
+    cfg = parse_config({"security": {"hmac_key_file": str(key)}})
+    assert b"s3cret" not in statecodec.encode(cfg) and b"s3cret" not in pickle.dumps(cfg)
+    for copy in (statecodec.decode(statecodec.encode(cfg)), pickle.loads(pickle.dumps(cfg))):
+        assert copy.budget == cfg.budget
+        with pytest.raises(RuntimeError, match="carries no key"):
+            copy.security.hmac_key()

@@ -60,6 +60,13 @@ BAD_SAMPLES = [
     ("inference_event", {"request_id": ""}),
     ("feedback_event", {"em": 3}),
     ("feedback_event", {"weight": 0}),
+    ("feedback_event", {"weight": 1e300}),
+    ("feedback_event", {"em": True}),
+    ("feedback_event", {"v": True}),
+    ("feedback_event", {"ts": -1.0}),
+    ("inference_event", {"tokens_budget": 2**40}),
+    ("inference_event", {"stop_index": True}),
+    ("inference_event", {"features": {"n": 1e300}}),
     ("threshold_record", {"version": 0}),
     ("threshold_record", {"explore_rate": 2}),
 ]

@@ -10,13 +10,16 @@ from hypothesis import given, strategies as st
 
 from stopwise.daemon.errors import DecodeError
 from stopwise.daemon.records import (
-    FeedbackEvent, InferenceEvent, ThresholdRecord, decode_feedback, decode_inference, decode_threshold,
+    MAX_FEATURE, MAX_TOKENS, MAX_TS, MAX_VERSION, MAX_WEIGHT, FeedbackEvent, InferenceEvent, ThresholdRecord,
+    decode_feedback, decode_inference, decode_threshold,
 )
 
 DECODERS: list[Callable[..., Any]] = [decode_inference, decode_feedback, decode_threshold]
 
 # ------------------------------------------------------------------ strategies
 finite = st.floats(allow_nan=False, allow_infinity=False)
+stamp = st.floats(min_value=0.0, max_value=MAX_TS)
+feature = st.floats(min_value=-MAX_FEATURE, max_value=MAX_FEATURE)
 unit = st.floats(min_value=0.0, max_value=1.0)
 text = st.text(max_size=20)
 ident = st.text(min_size=1, max_size=40)
@@ -31,9 +34,9 @@ def inference_dicts(draw: st.DrawFn) -> dict[str, Any]:
     explore = draw(st.booleans())
     stop = draw(st.integers(0, n - 1)) if explore else n - 1
     d: dict[str, Any] = {
-        "v": 1, "request_id": draw(ident), "ts": draw(finite),
+        "v": 1, "request_id": draw(ident), "ts": draw(stamp),
         "context": draw(st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=10), max_size=3)),
-        "features": draw(st.dictionaries(st.text(min_size=1, max_size=10), finite, max_size=3)),
+        "features": draw(st.dictionaries(st.text(min_size=1, max_size=10), feature, max_size=3)),
         "threshold": draw(unit), "threshold_version": draw(st.integers(0, 10**6)),
         "explore": explore, "propensity": draw(st.floats(min_value=0.001, max_value=1.0)),
         "stop_index": stop, "tokens_used": tokens[stop], "tokens_budget": draw(st.integers(0, 10**6)),
@@ -46,7 +49,7 @@ def inference_dicts(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def feedback_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    d: dict[str, Any] = {"v": 1, "request_id": draw(ident), "ts": draw(finite),
+    d: dict[str, Any] = {"v": 1, "request_id": draw(ident), "ts": draw(stamp),
                          "source": draw(st.text(max_size=10)),
                          "weight": draw(st.floats(min_value=1e-6, max_value=1e6))}
     which = draw(st.sampled_from(["em", "gold", "both"]))
@@ -242,3 +245,56 @@ def test_decode_error_detail_names_the_field() -> None:
     with pytest.raises(DecodeError) as info:
         decode_inference(_raw(_valid_inference(), tokens_used=-1))
     assert info.value.detail.startswith("tokens_used:")
+
+
+# ------------------------------------------------------------------ bounds (issue 13)
+def test_feedback_weight_of_1e300_is_refused_naming_the_field() -> None:
+    """Issue 13, reproduction 1: a weight of 1e300 (allowed by the schema then)
+    made n_eff NaN and the daemon exit; it now goes to the DLQ at decode."""
+    base = {"v": 1, "request_id": "r1", "ts": 5.0, "em": 1}
+    for weight in (1e300, 1.3e154, MAX_WEIGHT * 1.000001):
+        with pytest.raises(DecodeError) as info:
+            decode_feedback(_raw(base, weight=weight))
+        assert info.value.reason == "out_of_range" and info.value.detail.startswith("weight:"), str(info.value)
+    assert decode_feedback(_raw(base, weight=MAX_WEIGHT)).weight == MAX_WEIGHT
+
+
+@pytest.mark.parametrize(("field", "value"), [("em", True), ("em", False), ("v", True)])
+def test_a_boolean_is_not_a_number_in_feedback(field: str, value: bool) -> None:
+    """Issue 13, 'Also': `em: true` and `v: true` were accepted (True == 1)."""
+    with pytest.raises(DecodeError) as info:
+        decode_feedback(_raw({"v": 1, "request_id": "r1", "ts": 5.0, "em": 1}, **{field: value}))
+    assert info.value.reason == "invalid_value" and info.value.detail.startswith(f"{field}:"), str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("v", True), ("stop_index", True), ("tokens_used", True), ("tokens_budget", False),
+    ("threshold_version", True), ("threshold", True), ("propensity", True), ("ts", True),
+])
+def test_a_boolean_is_not_a_number_in_inference(field: str, value: bool) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_inference(_raw(_valid_inference(), **{field: value}))
+    assert info.value.reason == "invalid_value" and info.value.detail.startswith(f"{field}:"), str(info.value)
+
+
+@pytest.mark.parametrize(("changes", "where"), [
+    ({"ts": -1.0}, "ts"), ({"ts": MAX_TS * 2}, "ts"), ({"ts": 1.7e12}, "ts"),
+    ({"tokens_used": MAX_TOKENS + 1}, "tokens_used"), ({"tokens_budget": 10**30}, "tokens_budget"),
+    ({"threshold_version": MAX_VERSION + 1}, "threshold_version"),
+    ({"features": {"len": 1e300}}, "features.len"), ({"features": {"len": -MAX_FEATURE * 2}}, "features.len"),
+    ({"checkpoints": [[10, 0.2, "a"], [20, 0.5, "b"], [MAX_TOKENS + 1, 0.95, "b"]]}, "checkpoints.2.0"),
+    ({"propensity": 0.0}, "propensity"), ({"propensity": 1.5}, "propensity"),
+])
+def test_inference_numbers_out_of_bounds_are_out_of_range(changes: dict, where: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_inference(_raw(_valid_inference(), **changes))
+    assert info.value.reason == "out_of_range" and info.value.detail.startswith(f"{where}:"), str(info.value)
+
+
+def test_feedback_timestamp_bounds() -> None:
+    base = {"v": 1, "request_id": "r1", "ts": 5.0, "em": 1}
+    for ts in (-0.5, 1.7e12, 1e300):
+        with pytest.raises(DecodeError) as info:
+            decode_feedback(_raw(base, ts=ts))
+        assert info.value.reason == "out_of_range" and info.value.detail.startswith("ts:")
+    assert decode_feedback(_raw(base, ts=0.0)).ts == 0.0 and decode_feedback(_raw(base, ts=MAX_TS)).ts == MAX_TS

@@ -90,13 +90,15 @@ def test_identity_state_and_credentials(unit) -> None:
     assert e["STOPWISE_LOGGING__FORMAT"] == "json"
 
 
-def test_environment_overrides_are_valid_config_keys(unit) -> None:
-    # what systemd hands the daemon after expanding %d
-    expanded = {k: v.replace("%d", "/run/credentials/stopwise.service")
+def test_environment_overrides_are_valid_config_keys(unit, tmp_path: Path) -> None:
+    # what systemd hands the daemon after expanding %d (here: a credentials dir with the key file)
+    (tmp_path / "hmac.key").write_text("k" * 64 + "\n")
+    expanded = {k: v.replace("%d", str(tmp_path))
                 for k, v in env(unit).items() if k.startswith("STOPWISE_")}
     cfg = parse_config({}, file="<unit>", env=expanded)
     assert cfg.logging.format == "json"
-    assert str(cfg.security.hmac_key_file) == "/run/credentials/stopwise.service/hmac.key"
+    assert str(cfg.security.hmac_key_file) == str(tmp_path / "hmac.key")
+    assert cfg.security.hmac_key() == b"k" * 64
 
 
 HARDENING = {

@@ -33,8 +33,8 @@ Global budget mode (``budget.mode == "global"``): see
 
 from __future__ import annotations
 
-import pickle
-from collections import deque
+import math
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -48,12 +48,13 @@ from ..context import ROOT, ContextRegistry, parents
 from ..records import FeedbackEvent, InferenceEvent, ThresholdRecord
 from ..stoprule import NO_EARLY_STOP
 from .allocation import allocate_global
-from .counterfactual import evaluate, with_no_stop
+from .counterfactual import evaluate, is_labelled, with_no_stop
 from .estimator import Estimator, TauStats
 from .examples import LabelledExample
 from .guardrails import Guardrails
 from .join import Joiner
 from .risk_model import RiskModel
+from . import statecodec
 from .seen import RecentIds
 
 __all__ = ["Controller", "Core", "Decision", "allocate_global", "dump_state", "load_state"]
@@ -64,6 +65,10 @@ RECENT_PER_CONTEXT = 16
 DEDUPE_CAP = 100_000
 """Request ids the controller remembers to refuse a second learning (64-bit
 hashes, 1.6 MB pickled at the cap): covers re-emissions after a restart."""
+AWAITING_CAP = 50_000
+"""Unlabelled complete runs remembered (key, clock stamps, weight) so that
+a late label can refine their evidence; beyond it, the oldest keep D."""
+UNLABELLED_SUFFIX = "\x1fu"
 FORCED = ("kill_switch", "circuit_breaker")
 
 
@@ -110,39 +115,79 @@ class Controller:
         self.guard = Guardrails(config.guardrails, config.context.default_threshold, config.budget.confidence)
         self.config = config
         self._learned = RecentIds(min(config.join.max_entries, DEDUPE_CAP))
+        self._awaiting_cap = min(config.join.max_entries, AWAITING_CAP)
+        self._awaiting: OrderedDict[str, tuple[str, tuple[int, ...], float]] = OrderedDict()
         self._recent: dict[str, deque] = {}
         self._prior: dict[str, tuple[float, ...] | None] = {}
         self._prior_dirty: set[str] = set()
         self._records: dict[str, ThresholdRecord] = {}
         self._traffic: dict[str, float] = {}
         self._kill = False
-        self.unique_examples = 0
+        self.unique_examples = 0      # unlabelled evidence and labelled examples, each once
+        self.labelled_examples = 0
         self.duplicates = 0
         self.load = 0.0
         self.estimator.touch(ROOT)
 
     # -- learning -------------------------------------------------------
     def learn(self, example: LabelledExample, now: float) -> bool:
-        """Learn one example; ``False`` (ignored) if its request_id was already learned."""
+        """Learn one example, labelled or not; ``False`` (ignored) if it was
+        already learned (request_id, and whether it is the unlabelled
+        evidence or the labelled example). A ``followup`` (the label of a
+        run whose unlabelled evidence was learned) only refines that evidence."""
         rid = example.request_id
-        if rid in self._learned:
+        labelled = is_labelled(example)
+        dkey = rid if labelled else rid + UNLABELLED_SUFFIX
+        if dkey in self._learned or (not labelled and rid in self._learned):
+            # (an unlabelled copy after its labelled example, as a replay in the other order gives)
             self.duplicates += 1
             return False
-        self._learned.add(rid, now)
+        self._learned.add(dkey, now)
         self.unique_examples += 1
+        if labelled:
+            self.labelled_examples += 1
+        if labelled and (example.followup or rid + UNLABELLED_SUFFIX in self._learned):
+            # (a replay may join the halves in the other order: its evidence is learned already)
+            return self._refine(example)
         key = self.registry.observe(example.context_key)
         cf = evaluate(example, self.taus)
-        self.model.learn(example, cf, key)
-        outcome = Outcome(example, cf)
         chain = _chain(key)
-        self.estimator.update_many(chain, cf)
+        stamps = self.estimator.update_many(chain, cf)
+        if cf.complete and not labelled:
+            awaiting = self._awaiting
+            awaiting[rid] = (key, stamps, cf.weight)
+            if len(awaiting) > self._awaiting_cap:
+                awaiting.popitem(last=False)
+        self._learn_rest(example, cf, key, chain, Outcome(example, cf))
         traffic = self._traffic
-        learn_one = self.policy.learn_one
-        if cf.weight > 0.0:
-            observe, served, weight = self.guard.observe, cf.served_loss, cf.weight
-            for k in chain:
-                observe(k, served, weight)
-        if cf.complete:
+        for k in chain:
+            traffic[k] = traffic.get(k, 0.0) + 1.0
+        return True
+
+    def _refine(self, example: LabelledExample) -> bool:
+        """The label of a run learned unlabelled: Z replaces D in the direct
+        sums (when the run is still remembered), then the label-only learners."""
+        cf = evaluate(example, self.taus)
+        entry = self._awaiting.pop(example.request_id, None)
+        if entry is not None:
+            key, stamps, weight = entry
+            if cf.complete and cf.disagree is not None:
+                self.estimator.refine(_chain(key), stamps, weight, [z - d for z, d in zip(cf.loss, cf.disagree)])
+        else:
+            key = self.registry.resolve(example.context_key)
+        self._learn_rest(example, cf, key, _chain(key), Outcome(example, cf, followup=True))
+        return True
+
+    def _learn_rest(self, example: LabelledExample, cf, key: str, chain, outcome: Outcome) -> None:
+        """The River model and the breaker (labelled complete runs), the
+        recent runs behind the model prior, the policy."""
+        if cf.labelled:
+            self.model.learn(example, cf, key)
+            if cf.weight > 0.0:
+                observe, served, weight = self.guard.observe, cf.served_loss, cf.weight
+                for k in chain:
+                    observe(k, served, weight)
+        if cf.complete and not outcome.followup:
             recent = self._recent
             for k in chain:
                 dq = recent.get(k)
@@ -150,10 +195,9 @@ class Controller:
                     dq = recent[k] = deque(maxlen=RECENT_PER_CONTEXT)
                 dq.append(example)
             self._prior_dirty.update(chain)
+        learn_one = self.policy.learn_one
         for k in chain:
-            traffic[k] = traffic.get(k, 0.0) + 1.0
             learn_one(k, outcome)
-        return True
 
     # -- deciding -------------------------------------------------------
     def _stats(self, key: str, memo: dict | None = None) -> TauStats:
@@ -162,7 +206,9 @@ class Controller:
             # the model prior only matters while the context is data-poor
             if self.estimator.n_eff(key) < 10 * max(self.config.estimator.prior_strength, 1.0) or key not in self._prior:
                 self._prior[key] = self.model.prior(list(self._recent.get(key, ())), self.taus, memo)
-        return self.estimator.stats(key, self._prior.get(key))
+        rec = self._records.get(key)
+        ref = rec.threshold if rec is not None else self.config.context.default_threshold
+        return self.estimator.stats(key, self._prior.get(key), ref)
 
     def _budgets(self, keys: list[str], stats: dict[str, TauStats]) -> dict[str, float]:
         cfg = self.config
@@ -188,37 +234,51 @@ class Controller:
         cfg = self.config
         keys = self.known_contexts()
         memo: dict = {}   # model predictions shared by the contexts of this tick
-        stats = {k: self._stats(k, memo) for k in keys}
+        stats = {}
+        for k in keys:
+            try:
+                stats[k] = self._stats(k, memo)
+            except Exception:  # one broken context is logged and skipped, never the tick (issue 13)
+                log.exception("tick_context_failed", context=k, stage="stats")
+        keys = [k for k in keys if k in stats]
         budgets = self._budgets(keys, stats)
         out: list[Decision] = []
         ex = cfg.exploration
         kill = self._kill or cfg.guardrails.kill_switch
         critical = set(getattr(self.policy, "critical", ()) or ())
         for key in keys:
-            st = stats[key]
-            prev = self._records.get(key)
-            current = prev.threshold if prev else cfg.context.default_threshold
-            view = View(key, st, budgets[key], cfg.budget.confidence, current,
-                        prev.explore_rate if prev else ex.initial_rate, ex.min_rate, ex.max_rate, ex.initial_rate,
-                        cfg.context.default_threshold, cfg.policy.integral_gain, self.load, key in critical)
-            prop = self.policy.decide(key, view, now)
-            thr, guard_reason = self.guard.apply(key, prop.threshold, current=current, budget=budgets[key],
-                                                 n_eff=st.n_evidence, now=now, kill=kill)
-            rate = min(ex.max_rate, max(ex.min_rate, prop.explore_rate))
-            reason = guard_reason if guard_reason in FORCED or guard_reason == "min_evidence" else prop.reason
-            if guard_reason in ("clamp", "step"):
-                reason = f"{prop.reason}; {guard_reason}"
-            if not self._changed(prev, thr, rate, guard_reason, now):
-                continue
-            idx = st.nearest(thr)
-            rec = ThresholdRecord(
-                context=key, threshold=thr, explore_rate=rate, version=(prev.version + 1) if prev else 1,
-                issued_at=now, expires_at=now + cfg.publish.record_ttl_s, policy=self.policy.name,
-                est_loss=min(1.0, max(0.0, st.loss[idx])), est_loss_ucb=min(1.0, max(0.0, st.ucb[idx])),
-                est_savings=1.0 - st.cost[idx], n=st.n_eff, reason=reason,
-            )
-            self._records[key] = rec
-            out.append(Decision(rec, prev.threshold if prev else None, reason))
+            try:
+                st = stats[key]
+                prev = self._records.get(key)
+                current = prev.threshold if prev else cfg.context.default_threshold
+                view = View(key, st, budgets[key], cfg.budget.confidence, current,
+                            prev.explore_rate if prev else ex.initial_rate, ex.min_rate, ex.max_rate, ex.initial_rate,
+                            cfg.context.default_threshold, cfg.policy.integral_gain, self.load, key in critical)
+                prop = self.policy.decide(key, view, now)
+                thr, guard_reason = self.guard.apply(key, prop.threshold, current=current, budget=budgets[key],
+                                                     n_eff=st.n_evidence, now=now, kill=kill)
+                rate = min(ex.max_rate, max(ex.min_rate, prop.explore_rate))
+                reason = guard_reason if guard_reason in FORCED or guard_reason == "min_evidence" else prop.reason
+                if guard_reason in ("clamp", "step"):
+                    reason = f"{prop.reason}; {guard_reason}"
+                if not self._changed(prev, thr, rate, guard_reason, now):
+                    continue
+                idx = st.nearest(thr)
+                values = (thr, rate, st.loss[idx], st.ucb[idx], st.cost[idx], st.n_eff)
+                if not all(map(math.isfinite, values)):  # never publish (or fail on) a non-finite estimate
+                    log.warning("tick_context_skipped", context=key, why="non-finite estimate",
+                                values=[repr(float(v)) for v in values])
+                    continue
+                rec = ThresholdRecord(
+                    context=key, threshold=thr, explore_rate=rate, version=(prev.version + 1) if prev else 1,
+                    issued_at=now, expires_at=now + cfg.publish.record_ttl_s, policy=self.policy.name,
+                    est_loss=min(1.0, max(0.0, st.loss[idx])), est_loss_ucb=min(1.0, max(0.0, st.ucb[idx])),
+                    est_savings=1.0 - st.cost[idx], n=st.n_eff, reason=reason,
+                )
+                self._records[key] = rec
+                out.append(Decision(rec, prev.threshold if prev else None, reason))
+            except Exception:  # one broken context is logged and skipped, never the tick (issue 13)
+                log.exception("tick_context_failed", context=key, stage="decide")
         return out
 
     def _changed(self, prev: ThresholdRecord | None, thr: float, rate: float, guard_reason: str, now: float) -> bool:
@@ -260,6 +320,7 @@ class Controller:
             self.estimator = Estimator(self.taus, config.estimator.half_life, config.budget.confidence,
                                        config.estimator.prior_strength)
             self._prior.clear()
+            self._awaiting.clear()   # their clock stamps belong to the old estimator
             log.info("estimates_reset", why="grid changed")
         else:
             self.estimator.reconfigure(config.estimator.half_life, config.budget.confidence,
@@ -275,6 +336,7 @@ class Controller:
     def stats(self) -> dict[str, float]:
         return {
             "learned": float(self.unique_examples),
+            "labelled": float(getattr(self, "labelled_examples", 0)),
             "duplicates": float(self.duplicates),
             "contexts": float(len(self.known_contexts())),
             "published": float(len(self._records)),
@@ -285,12 +347,19 @@ class Controller:
 
 
 class Core:
-    """Joiner + Controller in one object (simulator, single-process path)."""
+    """Joiner + the daemon's learn shards in one object (simulator,
+    single-process path): ``controller`` is a
+    :class:`~.sharded.ShardedControllers` of ``topics.examples_partitions``
+    Controllers, routed and owner-filtered exactly as the daemon's learn
+    shards are (``policy``, if given, serves the first shard; the others get
+    deep copies of it)."""
 
     def __init__(self, config: Config, policy=None) -> None:
+        from .sharded import ShardedControllers, policy_copies
+
         self.config = config
         self.joiner = Joiner.from_config(config)
-        self.controller = Controller(config, policy)
+        self.controller = ShardedControllers(config, policy_copies(policy))
 
     def on_inference(self, ev: InferenceEvent, now: float) -> list[LabelledExample]:
         exs = self.joiner.add_inference(ev, now)
@@ -315,10 +384,12 @@ class Core:
 
 
 def dump_state(obj: Any) -> bytes:
-    """Pickle a Joiner, Controller or Core (the snapshot payload)."""
-    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    """A Joiner, Controller or Core as versioned plain data (the snapshot
+    payload; :mod:`.statecodec`, not pickle)."""
+    return statecodec.encode(obj)
 
 
 def load_state(data: bytes) -> Any:
-    """Inverse of :func:`dump_state` (only load bytes you signed)."""
-    return pickle.loads(data)  # noqa: S301 - snapshots are HMAC-verified by the shell
+    """Inverse of :func:`dump_state`; decoding cannot run code
+    (:class:`~.statecodec.StateCodecError` for anything else, a pickle included)."""
+    return statecodec.decode(data)

@@ -59,6 +59,10 @@ class LabelledExample:
     gold_answer_hash: str | None
     weight: float
     feedback_ts: float
+    followup: bool = False
+    """A labelled example whose unlabelled evidence (the same inference
+    event, learned the moment it arrived) was already emitted: the learner
+    only refines it with the label."""
 
     def to_bytes(self) -> bytes:
         """Compact JSON of one example (see :func:`encode_examples` for the
@@ -87,7 +91,8 @@ def _loads(data: bytes):
 
 def _from_dict(d: dict) -> LabelledExample:
     try:
-        row = [d[name] for name in _FIELDS]
+        row = [d[name] for name in _REQUIRED]
+        row += [d.get(name, default) for name, default in _OPTIONAL.items()]
     except KeyError as exc:
         raise DecodeError("missing_field", f"labelled example: {exc.args[0]}") from None
     return _from_row(row)
@@ -103,7 +108,7 @@ def _from_row(row) -> LabelledExample:
     if not isinstance(row, list) or len(row) != len(_FIELDS):
         raise DecodeError("invalid_value", f"labelled example: {len(_FIELDS)} field values expected")
     (rid, context, ckey, features, ts, threshold, version, explore, propensity, complete,
-     stop_index, cps, tokens_budget, em, gold, weight, feedback_ts) = row
+     stop_index, cps, tokens_budget, em, gold, weight, feedback_ts, followup) = row
     try:
         cps = tuple(map(tuple, cps))
         if not cps or set(map(len, cps)) != {3}:
@@ -117,7 +122,7 @@ def _from_row(row) -> LabelledExample:
             {str(k): float(v) for k, v in features.items()}, float(ts), float(threshold), int(version),
             bool(explore), float(propensity), bool(complete), int(stop_index), cps, int(tokens_budget),
             None if em is None else int(em), None if gold is None else str(gold),
-            float(weight), float(feedback_ts),
+            float(weight), float(feedback_ts), followup is True,
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise DecodeError("invalid_value", f"labelled example: {exc}"[:200]) from None
@@ -209,6 +214,9 @@ def _checkpoints(cps) -> tuple[Checkpoint, ...]:
 
 
 _FIELDS = tuple(f.name for f in fields(LabelledExample))
+_OPTIONAL = {"followup": False}
+"""Fields added after version 1 of the record, with the value an older record means."""
+_REQUIRED = tuple(f for f in _FIELDS if f not in _OPTIONAL)
 _ROW = attrgetter(*_FIELDS)
 _DUMPS = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -225,10 +233,25 @@ def _trusted(*values) -> LabelledExample:
     return ex
 
 
-def from_events(inf: InferenceEvent, fb: FeedbackEvent, keyer: ContextKeyer) -> LabelledExample:
-    """Join one inference event with its feedback."""
+def from_events(inf: InferenceEvent, fb: FeedbackEvent | None, keyer: ContextKeyer,
+                followup: bool = False) -> LabelledExample:
+    """Join one inference event with its feedback; ``fb=None`` gives the
+    UNLABELLED example of the inference event alone (``em`` and
+    ``gold_answer_hash`` None, weight 1, ``feedback_ts`` = the event's ts).
+
+    >>> from stopwise.daemon.records import InferenceEvent
+    >>> inf = InferenceEvent(request_id="r", ts=1.0, threshold=1.0, stop_index=0, tokens_used=5,
+    ...     tokens_budget=5, checkpoints=[[5, 0.9, "a"]])
+    >>> ex = from_events(inf, None, ContextKeyer(("task",)))
+    >>> ex.em, ex.gold_answer_hash, ex.followup
+    (None, None, False)
+    """
+    if fb is None:
+        em, gold, weight, fts = None, None, 1.0, inf.ts
+    else:
+        em, gold, weight, fts = fb.em, fb.gold_answer_hash, fb.weight, fb.ts
     return _trusted(
         inf.request_id, dict(inf.context), context_key(keyer, inf.context), dict(inf.features), inf.ts,
         inf.threshold, inf.threshold_version, inf.explore, inf.propensity, inf.is_complete, inf.stop_index,
-        _checkpoints(inf.checkpoints), inf.tokens_budget, fb.em, fb.gold_answer_hash, fb.weight, fb.ts,
+        _checkpoints(inf.checkpoints), inf.tokens_budget, em, gold, weight, fts, followup,
     )

@@ -41,7 +41,7 @@ import random
 from operator import itemgetter, ne
 from typing import Sequence
 
-from river import linear_model, optim
+from river import linear_model, optim, utils
 
 from .counterfactual import Counterfactual, stop_indices
 from .examples import LabelledExample
@@ -96,10 +96,34 @@ class RiskModel:
         self.warmup = warmup
         self.sample_rate = sample_rate
         self._rng = random.Random(seed)
-        self.pipeline = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate)
+        self.pipeline = self._new_pipeline()
         self.calibrator = HistogramCalibrator()
         self.n_learned = 0
         self._seen: dict[str, int] = {}
+
+    # ---- state: plain data only (the River objects are rebuilt, never stored)
+    def __getstate__(self) -> dict:
+        """Plain state for :mod:`.statecodec`: settings, counters, the RNG,
+        the calibrator, and the logistic model as weights + intercept + the
+        optimizer's step count (the River objects are rebuilt from these)."""
+        state = {k: v for k, v in self.__dict__.items() if k != "pipeline"}
+        lr = self.pipeline
+        state["logistic"] = {"weights": dict(lr._weights.to_dict()), "intercept": float(lr.intercept),
+                             "n_iterations": int(lr.optimizer.n_iterations)}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        logistic = state.pop("logistic")
+        self.__dict__.update(state)
+        self.pipeline = self._new_pipeline()
+        self.pipeline._weights = utils.VectorDict({str(k): float(v) for k, v in logistic["weights"].items()})
+        self.pipeline.intercept = float(logistic["intercept"])
+        self.pipeline.optimizer.n_iterations = int(logistic["n_iterations"])
+
+    def _new_pipeline(self):
+        return linear_model.LogisticRegression(optimizer=optim.SGD(self.learning_rate),
+                                               intercept_lr=self.learning_rate)
 
     def learn(self, ex: LabelledExample, cf: Counterfactual, key: str | None = None) -> int:
         """Learn from a complete, labelled example; return checkpoints learned.

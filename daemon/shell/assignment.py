@@ -19,6 +19,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 from ..core.engine import Controller, load_state
 from ..core.join import Joiner
+from .sanity import check_state
 from .shards import Shard, shard_inputs, shard_names_for
 from .snapshots import Snapshot, pos_key
 
@@ -71,13 +72,21 @@ class Assignment:
             return
         log.error("rebalance_stalled", seconds=round(time.monotonic() - self._revoked_at, 1),
                   action="recreating the group consumer")
-        self._closing = True
-        try:
-            self.consumer.close(autocommit=False)
-        except Exception:
-            log.exception("close_failed")
-        finally:
-            self._closing = False
+        self._rebuild_consumer()
+
+    def _rebuild_consumer(self) -> None:
+        """Close the group consumer, drop every shard, subscribe afresh. While
+        Kafka is away the new consumer may not be built: ``consumer`` is then
+        None and the run loop calls this again after its backoff."""
+        old, self.consumer = self.consumer, None
+        if old is not None:
+            self._closing = True
+            try:
+                old.close(autocommit=False)
+            except Exception:
+                log.exception("close_failed")
+            finally:
+                self._closing = False
         self.shards.clear()
         self._pending_assign = set()
         self._subscribe()
@@ -90,9 +99,13 @@ class Assignment:
             return {}
         self._revoked_at = time.monotonic()
         names = shard_names_for(revoked, self.roles)
-        offsets = self.checkpoint(names, commit=False) if names else {}
-        for n in names:
-            self.shards.pop(n, None)
+        try:
+            offsets = self.checkpoint(names, commit=False) if names else {}
+        finally:
+            # dropped even when the checkpoint failed (Kafka away): another member may own
+            # them now; re-assigned, they are restored from their last durable snapshot
+            for n in names:
+                self.shards.pop(n, None)
         log.info("partitions_revoked", shards=names)
         return offsets
 
@@ -123,7 +136,7 @@ class Assignment:
         snapshots, seek to the snapshot positions, resume fetching."""
         owned = set(self.consumer.assignment())
         tps = self._pending_assign & owned
-        self._pending_assign = set()
+        self._pending_assign &= owned  # pending until restored: a failed catch-up is retried
         names = [n for n in shard_names_for(tps, self.roles)
                  if n not in self.shards]
         if names:
@@ -142,6 +155,7 @@ class Assignment:
                     self.consumer.seek(tp, pos)
         if tps:
             self.consumer.resume(*tps)
+        self._pending_assign -= tps
         self.processor.refresh_gauges()
         log.info("shards_ready", shards=sorted(self.shards), restored=names)
         self.assigned_once.set()
@@ -152,7 +166,13 @@ class Assignment:
         if blob is not None:
             try:
                 snap = Snapshot.decode(blob, self.cfg.security.hmac_key())
-                obj = load_state(snap.state)
+                if snap.shard != name:
+                    raise ValueError(f"snapshot stored under {name!r} is of shard {snap.shard!r}")
+                obj = load_state(snap.state)  # plain data: a forged state is refused, never run
+                want = Joiner if kind == "join" else Controller
+                if type(obj) is not want:
+                    raise ValueError(f"snapshot state is a {type(obj).__name__}, not a {want.__name__}")
+                check_state(kind, obj)  # no poisoned number (NaN, inf, 1e300 weights): refused, rebuilt
                 shard = Shard(name, kind, int(p), obj, dict(snap.positions), dirty=False)
                 if kind == "learn":
                     obj.reconfigure(self.cfg)

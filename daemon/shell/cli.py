@@ -27,7 +27,7 @@ def run_daemon(config_file: Path) -> int:
     from ..sdnotify import Notifier
     from .runner import Daemon, tune_gc
 
-    cfg = config_or_exit(config_file)
+    cfg = config_or_exit(config_file, signing=True)
     configure_from_config(cfg, env=os.environ)
     metrics = Metrics()
     if cfg.metrics.enabled:
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         from ..cliconfig import config_or_exit
         from .control import apply_kill_switch
 
-        cfg = config_or_exit(config)
+        cfg = config_or_exit(config, signing=True)
         out = apply_kill_switch(cfg, state is Switch.on)
         typer.echo(f"kill switch {state.value}: control record written; "
                    f"{len(out['contexts'])} context(s) set to no early stopping")

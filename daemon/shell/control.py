@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import structlog
 
-from ..config import Config
+from ..config import Config, require_signing
 from ..records import ThresholdRecord
 from ..signing import sign_record, verify_record
 from ..stoprule import NO_EARLY_STOP
@@ -71,7 +71,7 @@ def apply_kill_switch(cfg: Config, on: bool, *, clock: Callable[[], float] = tim
     from .kafka_io import CompactedView, make_producer, make_reader
     from .publisher import read_threshold, signed_record_dict
 
-    key = cfg.security.hmac_key()
+    key = require_signing(cfg)
     now = clock()
     own_producer = producer is None
     producer = producer or make_producer(cfg)

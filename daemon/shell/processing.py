@@ -1,7 +1,8 @@
 """Per-batch processing: decode, hand to the core, produce the outputs.
 
-inference/feedback partition p -> ``join/p`` Joiner -> labelled examples
-produced to the examples topic keyed by their context key, batched: one
+inference/feedback partition p -> ``join/p`` Joiner -> examples (the
+unlabelled evidence of each inference event as it arrives, the labelled
+example when its feedback joins it) produced to the examples topic keyed by their context key, batched: one
 record per context key per polled batch (at most ``EXAMPLES_PER_RECORD``
 examples / about ``EXAMPLE_RECORD_BYTES`` each), sent before ``process``
 returns, so before any checkpoint; examples partition p -> ``learn/p``
@@ -20,6 +21,8 @@ and possibly some after it, never one twice.
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
 from ..core.examples import decode_examples, encode_examples
@@ -31,6 +34,8 @@ from .shards import shard_name
 log = structlog.get_logger("stopwise.shell.processing")
 
 LEARNED_HEADER = "stopwise.learned"
+EVICTION_WARN_EVERY_S = 60.0
+"""At most one ``join_evicting`` warning per this many seconds (with the count and rate since the last)."""
 EXAMPLES_PER_RECORD = 200
 EXAMPLE_RECORD_BYTES = 256 * 1024
 """Caps of one examples-topic record (the size is estimated from the input
@@ -40,10 +45,14 @@ class Processor:
     def __init__(self, daemon, dlq) -> None:
         self.d = daemon
         self.dlq = dlq
-        self.consumed = self.joined = self.learned = self.duplicates = 0
+        self.consumed = self.joined = self.learned = self.duplicates = self.unlabelled = 0
+        self.learned_labelled = 0   # of ``learned``: labelled examples (the rest: unlabelled evidence)
         self._consumed_metric: dict[str, object] = {}
         self._example_keys: dict[str, tuple[bytes, int]] = {}
         self._join_totals = {"evicted": 0, "expired_no_feedback": 0, "expired_no_inference": 0}
+        self._evicted_unwarned = 0
+        self._evicted_warned_at = float("-inf")
+        self._evicted_window_start = time.monotonic()   # counted since then: the rate's denominator
         self._out: dict[str, list] = {}   # context key -> [examples, estimated bytes]
         self.example_records = 0
         self.learned_locally = 0
@@ -99,7 +108,7 @@ class Processor:
                 reject(rec, "too_large", f"{len(ev.checkpoints)} checkpoints > limit {max_cps}")
                 continue
             try:
-                examples = add(ev, now)
+                examples = add(ev, now, len(rec.value))  # its wire size counts toward join.max_bytes
             except Exception as exc:  # a core bug must not stop the loop or lose the record
                 log.exception("join_failed", topic=rec.topic, partition=rec.partition, offset=rec.offset)
                 reject(rec, "processing_error", repr(exc))
@@ -114,6 +123,9 @@ class Processor:
                 if len(pending[0]) >= EXAMPLES_PER_RECORD or pending[1] >= EXAMPLE_RECORD_BYTES:
                     self._send_examples(now, ex.context_key)
             joined += len(examples)
+            if examples and examples[0].em is None and examples[0].gold_answer_hash is None:
+                joined -= 1   # the unlabelled evidence of an inference event that came first
+                self.unlabelled += 1
         shard.advance(tp.topic, tp.partition, recs[-1].offset)
         if joined:
             self.joined += joined
@@ -145,9 +157,10 @@ class Processor:
         """Learn ``examples`` into a learn shard; False if any failed (the
         record is then sent untagged, so reading it back learns it again:
         the ones that succeeded are dropped as duplicates)."""
-        learned, dup, failed = _learn_each(shard.obj.learn, examples, now, {"shard": shard.name})
+        learned, dup, failed, labelled = _learn_each(shard.obj.learn, examples, now, {"shard": shard.name})
         shard.dirty = True
         self.learned_locally += learned
+        self.learned_labelled += labelled
         self._count_learned(learned, dup)
         return failed is None
 
@@ -178,8 +191,9 @@ class Processor:
                 i, exc = bad[0]
                 reject(rec, exc.reason, f"{len(bad)} of {len(examples) + len(bad)} examples invalid; "
                                         f"first, #{i}: {exc.detail}")
-            n, d, failed = _learn_each(learn, examples, now,
-                                       {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset})
+            n, d, failed, lab = _learn_each(learn, examples, now,
+                                            {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset})
+            self.learned_labelled += lab
             learned += n
             dup += d
             if failed is not None:
@@ -190,41 +204,65 @@ class Processor:
     def refresh_gauges(self) -> None:
         """Gauges and counters derived from shard state (after a tick or a rebalance)."""
         m = self.d.metrics
-        pending = unique = 0
+        pending = unique = pending_bytes = 0
         totals = dict.fromkeys(self._join_totals, 0)
         for shard in list(self.d.shards.values()):
             if shard.kind == "join":
                 pending += len(shard.obj)
+                pending_bytes += int(shard.obj.pending_bytes)
                 st = shard.obj.stats
                 for k in totals:
                     totals[k] += int(getattr(st, k, 0))
             else:
                 unique += int(shard.obj.unique_examples)
         m.join_pending.set(pending)
+        m.join_pending_bytes.set(pending_bytes)
         m.unique_examples.set(unique)
         for k, v in totals.items():
             delta = v - self._join_totals[k]
             if delta > 0:
                 if k == "evicted":
                     m.join_evicted.inc(delta)
+                    self._warn_evicted(delta, pending, pending_bytes)
                 else:
                     m.join_expired.labels(kind=k.removeprefix("expired_")).inc(delta)
         self._join_totals = totals
 
+    def _warn_evicted(self, n: int, pending: int, pending_bytes: int) -> None:
+        """A warning, at most one per EVICTION_WARN_EVERY_S, when live pending
+        halves are evicted (a flood of unmatched ids, or caps too small):
+        their other half, when it comes, will find nothing to join."""
+        now = time.monotonic()
+        self._evicted_unwarned += n
+        if self._evicted_unwarned and now - self._evicted_warned_at >= EVICTION_WARN_EVERY_S:
+            elapsed = max(1.0, now - self._evicted_window_start)
+            cfg = self.d.cfg
+            log.warning("join_evicting", evicted=self._evicted_unwarned,
+                        rate_per_s=round(self._evicted_unwarned / elapsed, 1), over_s=round(elapsed, 1),
+                        pending=pending, pending_bytes=pending_bytes, max_entries=cfg.join.max_entries,
+                        max_bytes=cfg.join_max_bytes(),
+                        why="join buffer full: pending halves evicted oldest first before their other half came",
+                        action="see README 'what to do when': stopwise_join_evicted_total is rising")
+            self._evicted_unwarned = 0
+            self._evicted_warned_at = now
+            self._evicted_window_start = now
 
-def _learn_each(learn, examples, now: float, where: dict) -> tuple[int, int, Exception | None]:
-    """``learn`` every example; (learned, duplicates, first error). A core
-    bug must not stop the loop or lose the example: it is logged with
-    ``where`` and returned for the caller to act on."""
-    learned = dup = 0
+
+def _learn_each(learn, examples, now: float, where: dict) -> tuple[int, int, Exception | None, int]:
+    """``learn`` every example; (learned, duplicates, first error, labelled
+    learned). A core bug must not stop the loop or lose the example: it is
+    logged with ``where`` and returned for the caller to act on."""
+    learned = dup = labelled = 0
     failed = None
     for ex in examples:
         try:
             if learn(ex, now):
                 learned += 1
+                if ex.em is not None or ex.gold_answer_hash is not None:
+                    labelled += 1
             else:
                 dup += 1
         except Exception as exc:
             log.exception("learn_failed", request_id=ex.request_id, **where)
             failed = failed or exc
-    return learned, dup, failed
+    return learned, dup, failed, labelled

@@ -40,10 +40,10 @@ class Shard:
         self.dirty = True
 
     def meta(self) -> dict:
-        """Counters copied into the snapshot header (readable without unpickling)."""
+        """Counters copied into the snapshot header (readable without decoding the state)."""
         if self.kind == "learn":
             st = self.obj.stats()
-            return {"unique_examples": int(self.obj.unique_examples),
+            return {"unique_examples": int(self.obj.unique_examples), "labelled": float(st.get("labelled", 0)),
                     "learned": float(st.get("learned", 0)), "duplicates": float(st.get("duplicates", 0)),
                     "contexts": float(st.get("contexts", 0))}
         js = self.obj.stats

@@ -100,10 +100,18 @@ def test_tail_follow_json_sees_new_versions(make_config, tmp_path):
 def test_tail_reports_unreachable_topic(tmp_path):
     from stopwise.daemon.config import parse_config
 
-    cfg = parse_config({"kafka": {"bootstrap": "127.0.0.1:9"}})
+    cfg = parse_config({"kafka": {"bootstrap": "127.0.0.1:9"}, "security": {"allow_unsigned": True}})
     conf = write_config(cfg, tmp_path)
     res = runner.invoke(app, ["tail", "--config", str(conf), "--wait", "1"])
     assert res.exit_code == 1 and "could not read topic" in res.output
+
+
+def test_tail_without_a_key_or_allow_unsigned_is_refused(tmp_path):
+    from stopwise.daemon.config import parse_config
+
+    conf = write_config(parse_config({"kafka": {"bootstrap": "127.0.0.1:9"}}), tmp_path)
+    res = runner.invoke(app, ["tail", "--config", str(conf), "--wait", "1"])
+    assert res.exit_code == 2 and "security.hmac_key_file: a signing key file is required" in res.output
 
 
 def test_publish_reports_rejected_lines_and_sends_valid_ones(make_config, tmp_path):

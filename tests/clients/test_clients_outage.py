@@ -29,7 +29,8 @@ def threshold_records(version: int, shift: float = 0.0) -> list[tuple[str, bytes
 def test_broker_outage_fleet_keeps_serving_and_publisher_drops(broker_factory):
     broker = broker_factory()
     bootstrap = broker.start(timeout=180)
-    cfg = parse_config({"kafka": {"bootstrap": bootstrap}, "topics": {"input_partitions": 1}})
+    cfg = parse_config({"kafka": {"bootstrap": bootstrap}, "topics": {"input_partitions": 1},
+                        "security": {"allow_unsigned": True}})
     create_topics(cfg)
     produce(bootstrap, cfg.topics.thresholds, threshold_records(1), flush_timeout=60)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from stopwise.clients.table import ThresholdTable
 from stopwise.daemon.signing import sign_record
 from stopwise.daemon.stoprule import explores, propensity
@@ -31,7 +33,30 @@ class Clock:
 
 def table(**kw) -> ThresholdTable:
     kw.setdefault("dimensions", ("task", "domain"))
+    if "hmac_key" not in kw:
+        kw.setdefault("allow_unsigned", True)
     return ThresholdTable("127.0.0.1:1", "thr", **kw)
+
+
+def test_a_table_needs_a_key_or_an_explicit_allow_unsigned():
+    """Issue 13, reproduction 6: the default table (no key) applied forged thresholds."""
+    with pytest.raises(ValueError, match="needs hmac_key .* or an explicit allow_unsigned=True"):
+        ThresholdTable("127.0.0.1:1", "thr", dimensions=("task",))
+    with pytest.raises(ValueError, match="allow_unsigned=True"):
+        ThresholdTable("127.0.0.1:1", "thr", dimensions=("task",), hmac_key=b"", allow_unsigned=1)
+    with pytest.raises(TypeError, match="hmac_key must be bytes"):
+        ThresholdTable("127.0.0.1:1", "thr", dimensions=("task",), hmac_key="text-key")
+    assert ThresholdTable("127.0.0.1:1", "thr", dimensions=("task",), allow_unsigned=True).apply(
+        [("task=qa", rec("task=qa", 0.5))]) == 1  # unsigned on purpose: applied
+
+
+def test_with_a_key_unsigned_tombstones_are_ignored_and_counted():
+    """Issue 13, reproduction 6: an unsigned tombstone deleted a signed entry."""
+    t = table(hmac_key=KEY)
+    t.apply([("task=qa", rec("task=qa", 0.9, key=KEY)), ("*", rec("*", 0.95, key=KEY))])
+    assert t.apply([("task=qa", None), ("*", None)]) == 0
+    assert t.tombstones_ignored == 2 and t.get("task=qa").threshold == 0.9 and t.get("*").threshold == 0.95
+    assert table().apply([("task=qa", None)]) == 0  # without a key a tombstone still deletes (nothing here)
 
 
 def test_fallback_chain_to_default():
@@ -66,10 +91,13 @@ def test_forged_and_unsigned_records_are_rejected_and_counted():
     t.apply([("task=qa", rec("task=qa", 0.9, version=1, key=KEY))])
     forged = rec("task=qa", 0.5, version=2, key=b"attacker")
     unsigned = rec("task=qa", 0.5, version=3)
+    marked = json.dumps(sign_record(json.loads(unsigned), None)).encode()   # sig "unsigned", as an unsigned daemon writes
     tampered = json.loads(rec("task=qa", 0.9, version=4, key=KEY))
     tampered["threshold"] = 0.5
-    assert t.apply([("task=qa", forged), ("task=qa", unsigned), ("task=qa", json.dumps(tampered).encode())]) == 0
-    assert t.rejected == 3
+    assert json.loads(marked)["sig"] == "unsigned"
+    assert t.apply([("task=qa", forged), ("task=qa", unsigned), ("task=qa", marked),
+                    ("task=qa", json.dumps(tampered).encode())]) == 0
+    assert t.rejected == 4
     assert t.get("task=qa").threshold == 0.9 and t.get("task=qa").version == 1
 
 
@@ -115,7 +143,7 @@ def test_lookups_see_whole_batches_only():
     assert bad == []
 
 
-def test_tails_real_topic_forged_ignored_updates_and_tombstones(make_config):
+def test_tails_real_topic_forged_and_tombstones_ignored_updates_applied(make_config):
     cfg = make_config()
     topic = cfg.topics.thresholds
     produce(cfg.kafka.bootstrap, topic, [
@@ -131,13 +159,13 @@ def test_tails_real_topic_forged_ignored_updates_and_tombstones(make_config):
         assert t.wait_ready(30)
         assert t.get({"task": "qa", "domain": "d"}).threshold == 0.8
         assert t.rejected == 1
-        assert "task=gone" not in t.table
-        assert t.get({"task": "gone"}).threshold == 0.95
+        # with a key, an (unsigned) tombstone deletes nothing
+        assert t.tombstones_ignored == 1 and t.get({"task": "gone"}).threshold == 0.6
         produce(cfg.kafka.bootstrap, topic, [("task=qa", rec("task=qa", 0.75, version=4, key=KEY)),
-                                             ("*", None)])
+                                             ("*", None), ("task=new", rec("task=new", 0.5, version=9))])
         assert wait_for(lambda: t.get("task=qa").version == 4, 30)
-        assert wait_for(lambda: t.get({"task": "new"}) is None, 30)
-        assert t.decide("r", {"task": "new"}).threshold == 1.0
+        assert wait_for(lambda: t.tombstones_ignored == 2 and t.rejected == 2, 30)
+        assert t.get({"task": "new"}).threshold == 0.95  # unsigned record ignored, '*' kept
 
 
 def test_unreachable_broker_serves_default_and_keeps_retrying():

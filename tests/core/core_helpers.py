@@ -42,6 +42,33 @@ def example(cps, *, threshold: float = 1.0, explore: bool = False, propensity: f
                            complete, stop, cps, cps[-1][0], em, gold, weight, 1.0)
 
 
+def random_example(rng: random.Random, i: int, unlabelled: float = 0.25) -> LabelledExample:
+    """A random run, complete or cut at its served threshold, labelled (EM,
+    gold hash, both, with a random trust) or, with probability ``unlabelled``, not."""
+    n = rng.randint(1, 9)
+    tokens = 0 if rng.random() < 0.05 else rng.randint(1, 5)
+    cps = []
+    for _ in range(n):
+        cps.append((tokens, rng.choice((0.0, 0.5, 0.9, 0.95, 1.0, round(rng.random(), 3))), rng.choice("abc")))
+        tokens += rng.randint(1, 20)
+    complete = rng.random() < 0.6
+    threshold = rng.choice((0.5, 0.9, 0.93, 1.0, round(rng.random(), 2)))
+    if not complete:  # censored: checkpoints end at the first crossing of the served threshold
+        k = stop_index(cps, threshold)
+        cps = cps[:k + 1]
+    stop = len(cps) - 1 if complete and rng.random() < 0.7 else rng.randrange(len(cps))
+    if not complete:
+        stop = len(cps) - 1
+    gold = rng.choice((None, None, "a", "b", "z"))
+    em = None if gold is not None and rng.random() < 0.5 else rng.choice((0, 1))
+    weight = rng.choice((1.0, 2.0, 0.3, 0.5))
+    if rng.random() < unlabelled:
+        em, gold, weight = None, None, 1.0
+    return LabelledExample(f"r{i}", {"task": "qa"}, "task=qa", {}, 0.0, threshold, 0, rng.random() < 0.3,
+                           rng.choice((1.0, 0.2, 0.05, 1e-6)), complete, stop, tuple(cps), tokens, em, gold,
+                           weight, 1.0)
+
+
 class Loop:
     """Plays inferencers against a Core or Controller: each request applies
     the published threshold of its context (falling back to parents), the

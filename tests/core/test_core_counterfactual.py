@@ -38,9 +38,18 @@ def test_explored_run_that_crossed_is_inverse_propensity_weighted():
     assert cf2.weight == 1.0 and cf2.served_loss == 0
 
 
-def test_feedback_weight_multiplies():
+def test_feedback_weight_is_a_label_trust_not_a_sample_weight():
+    # the HT weight is the inverse propensity alone, whatever the feedback weight
     cf = evaluate(example(CPS, threshold=0.8, explore=True, propensity=0.5, weight=2.0), TAUS)
-    assert cf.weight == pytest.approx(4.0)
+    assert cf.weight == pytest.approx(2.0)
+    assert cf.loss == (1, 1, 0, 0, 0) == cf.disagree     # full answer right: Z = L = D
+    # a wrong full answer with trust c: Z = D * (1 - c); trust is clipped to [0, 1]
+    half = evaluate(example(CPS, em=0, weight=0.25), TAUS)
+    assert half.disagree == (1, 1, 0, 0, 0) and half.em_full == 0
+    assert half.loss == pytest.approx((0.75, 0.75, 0.0, 0.0, 0.0)) and half.weight == 1.0
+    assert evaluate(example(CPS, em=0, weight=5.0), TAUS).loss == (0, 0, 0, 0, 0)
+    assert evaluate(example(CPS, em=0, weight=1.0), TAUS).loss == (0, 0, 0, 0, 0)
+    assert evaluate(example(CPS, threshold=0.5, em=0, weight=0.25), TAUS).served_loss == pytest.approx(0.75)
 
 
 def test_censored_run_informs_only_taus_at_or_below_served():
@@ -59,13 +68,41 @@ def test_censored_run_with_em0_knows_only_the_delivered_answer():
     assert cf.em_at == (None, None, 0, None, None)
 
 
-def test_complete_run_with_unknown_full_em_is_not_used_for_loss():
-    # explored run delivering an early answer (stop_index < last), em=0: EM_full unknown
+def test_complete_run_with_unknown_full_em_falls_back_to_disagreement():
+    # explored run delivering an early answer (stop_index < last), em=0: EM_full unknown,
+    # so the run counts with its full HT weight and Z = D (an upper bound on L)
     from dataclasses import replace
     ex = replace(example(CPS, threshold=0.8, explore=True, propensity=0.2, em=0), stop_index=1)
     cf = evaluate(ex, TAUS)
-    assert cf.weight == 0.0 and cf.loss == (None,) * 5
+    assert cf.labelled and cf.em_full is None
+    assert cf.weight == pytest.approx(5.0) and cf.loss == (1, 1, 0, 0, 0) == cf.disagree
+    assert cf.served_loss == 1 and cf.em_at == (0, 0, None, None, None)
     assert cf.cost[0] == pytest.approx(0.5)
+
+
+def test_unlabelled_complete_run_gives_disagreement_at_every_tau():
+    cf = evaluate(example(CPS, em=None), TAUS)
+    assert not cf.labelled and cf.em_full is None and cf.em_at == (None,) * 5
+    assert cf.loss == cf.disagree == (1, 1, 0, 0, 0) and cf.weight == 1.0 and cf.served_loss == 0
+    # the 0.4 answer "x" is never delivered: ids name the answer at each tau's stop
+    assert cf.ids[0] == cf.ids[1] != cf.ids[2] == cf.ids[3] == cf.ids[4] >= 0
+    assert cf.pair_w == (1.0,) * 5                 # never crossed 1.0: every stop is seen
+
+
+def test_pairwise_weights_of_an_explored_run_that_crossed():
+    cf = evaluate(example(CPS, threshold=0.8, explore=True, propensity=0.1, em=None), TAUS)
+    # served stop is checkpoint 1: stops at or before it are seen on any run, later ones
+    # only because the run explored
+    assert cf.pair_w == pytest.approx((1.0, 1.0, 10.0, 10.0, 10.0))
+    assert cf.ids[0] == cf.ids[1] != cf.ids[2] == cf.ids[3] == cf.ids[4]
+
+
+def test_censored_run_gives_pairwise_evidence_up_to_its_last_checkpoint():
+    cf = evaluate(example(CPS[:3], threshold=0.9, complete=False, em=None), TAUS)
+    # stops: 0.5 and 0.8 -> "y" (idx 1), 0.9 -> "z" (idx 2), 0.95 and 1.0 -> not observed
+    assert cf.ids[0] == cf.ids[1] != cf.ids[2] and cf.ids[2] >= 0 and cf.ids[3:] == (-1, -1)
+    assert cf.pair_w == (1.0, 1.0, 1.0, 0.0, 0.0)
+    assert cf.weight == 0.0 and cf.disagree is None and not cf.labelled
 
 
 def test_tiny_propensity_is_clipped():

@@ -53,9 +53,13 @@ def test_core_joins_then_learns_and_expires():
     core = Core(small_cfg(join={"ttl_s": 10.0}))
     assert core.on_feedback(feedback("a"), 0.0) == []
     assert len(core.on_inference(inference("a"), 1.0)) == 1
-    core.on_inference(inference("b"), 2.0)
+    (unlabelled,) = core.on_inference(inference("b"), 2.0)      # learned at once, without a label
+    assert unlabelled.em is None and unlabelled.gold_answer_hash is None and not unlabelled.followup
     core.tick(20.0)
-    assert core.joiner.stats.expired_no_feedback == 1 and core.controller.unique_examples == 1
+    # 'b' never got feedback: its unlabelled evidence stays learned, it is never an EM=1
+    assert core.joiner.stats.expired_no_feedback == 1 and core.controller.unique_examples == 2
+    assert core.controller.stats()["labelled"] == 1
+    assert core.controller.owner("task=qa").estimator.stats("task=qa").n_informative == 2
 
 
 def test_reconfigure_keeps_learned_state_and_applies_new_budget():
@@ -64,11 +68,11 @@ def test_reconfigure_keeps_learned_state_and_applies_new_budget():
     loop = Loop(core, cfg, THREE_CONTEXTS[:1], seed=3)
     loop.run(3000, measure=False)
     before = core.controller.unique_examples
-    n_eff = core.controller.estimator.n_eff("task=extract|domain=general")
+    n_eff = core.controller.owner("task=extract|domain=general").estimator.n_eff("task=extract|domain=general")
     new = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"em_drop": 0.0})})
     core.reconfigure(new)
     assert core.controller.unique_examples == before
-    assert core.controller.estimator.n_eff("task=extract|domain=general") == pytest.approx(n_eff)
+    assert core.controller.owner("task=extract|domain=general").estimator.n_eff("task=extract|domain=general") == pytest.approx(n_eff)
     table = {d.record.context: d.record for d in core.tick(1000.0)}
     assert table["task=extract|domain=general"].threshold == 1.0     # zero budget: no early stop
 

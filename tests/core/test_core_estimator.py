@@ -3,13 +3,16 @@ from __future__ import annotations
 import pytest
 
 from stopwise.daemon.core.counterfactual import Counterfactual
+from stopwise.daemon.core.bounds import cp_upper
 from stopwise.daemon.core.estimator import Estimator
 
 TAUS = (0.5, 0.9, 1.0)
 
 
 def cf(loss0: int, weight: float = 1.0) -> Counterfactual:
-    return Counterfactual(TAUS, (loss0, 0, 0), (0.3, 0.6, 1.0), (1, 1, 1), weight, 0, 1, True)
+    """A complete labelled run (loss at 0.5 only), no pairwise evidence."""
+    return Counterfactual(TAUS, (loss0, 0, 0), (0.3, 0.6, 1.0), (1, 1, 1), weight, 0, 1, True,
+                          True, (loss0, 0, 0), (-1, -1, -1), (0.0, 0.0, 0.0))
 
 
 def test_counts_and_ucb_without_decay():
@@ -18,8 +21,11 @@ def test_counts_and_ucb_without_decay():
         est.update("k", cf(1 if i < 10 else 0))
     st = est.stats("k")
     assert st.n_eff == pytest.approx(1000) and st.n_examples == 1000
-    assert st.loss[0] == pytest.approx(0.01) and st.ucb[0] > 0.01
-    assert st.loss[2] == 0.0 and st.ucb[2] == 0.0 and st.cost[2] == 1.0
+    # Bonferroni: each of the three bounds is taken at 1 - 0.05 / 3
+    assert st.loss[0] == pytest.approx(0.01) and st.ucb[0] == pytest.approx(cp_upper(10, 1000, 1 - 0.05 / 3))
+    assert st.ucb[1] == pytest.approx(cp_upper(0, 1000, 1 - 0.05 / 3))
+    assert st.loss[2] == 0.0 and st.ucb[2] == 0.0 and st.cost[2] == pytest.approx(1.0)
+    assert st.source == ("direct", "direct", "exact") and st.ref == 1.0
     assert st.savings(0.9) == pytest.approx(0.4)
 
 

@@ -1,5 +1,5 @@
 """One generic check for every registered policy (as River's ``checks/``):
-clone, pickle round-trip, determinism, inputs not mutated."""
+clone, pickle and snapshot-codec round-trips, determinism, inputs not mutated."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 
+from stopwise.daemon.core import statecodec
 from stopwise.policies import POLICIES, make_policy
 from stopwise.policies.base import Policy, Proposal
 
@@ -61,7 +62,12 @@ def test_policy_checks(name, data):
     a = policy.clone()
     _run(a, outs[:600], views, steps=2)
     b = pickle.loads(pickle.dumps(a))
-    assert _run(a, outs[600:], views, steps=2) == _run(b, outs[600:], views, steps=2)
+    # ... and so does the snapshot codec's (plain data, no pickle) round trip
+    c = statecodec.decode(statecodec.encode(a))
+    assert type(c) is type(a)
+    rest = _run(a, outs[600:], views, steps=2)
+    assert rest == _run(b, outs[600:], views, steps=2)
+    assert rest == _run(c, outs[600:], views, steps=2)
 
     # clone() refuses unknown parameters
     with pytest.raises(ValueError):

@@ -21,8 +21,10 @@ def test_reference_picks_lowest_tau_certified_for_it_and_all_more_conservative()
     ucb = [0.002, 0.02, 0.003, 0.004, 0.006, 0.008, 0.009, 0.0]   # 0.6 breaks the sequence
     st = TauStats(TAUS, tuple(u / 2 for u in ucb), tuple(ucb), tuple([0.5] * 7 + [1.0]), 5000, 5000, 5000)
     assert TAUS[ltt_index(st, 0.01)] == 0.7
-    p = make_policy("reference").decide("*", View("*", st, 0.01), 0.0)
+    p = make_policy("reference", leave_band=0.05).decide("*", View("*", st, 0.01), 0.0)
     assert p.threshold == 0.7 and p.est_loss_ucb == pytest.approx(0.003)
+    # leaving 1.0 needs room under the budget (the bound grows when complete runs get IPW weights)
+    assert make_policy("reference").decide("*", View("*", st, 0.01), 0.0).threshold == 1.0
 
 
 def test_reference_learns_different_thresholds_for_different_risk():
@@ -83,8 +85,13 @@ def test_reference_explores_at_min_rate_when_no_decision_can_change():
     # 0.6 is certified with room to spare and 0.5 is far over budget: monitor only
     taus = (0.5, 0.6, 1.0)
     out_of_reach = TauStats(taus, (0.05, 0.002, 0.0), (0.06, 0.004, 0.0), (0.3, 0.5, 1.0), 5000, 5000, 5000)
-    p = make_policy("reference").decide("*", View("*", out_of_reach, 0.01, current_threshold=0.6), 0.0)
+    p = make_policy("reference").decide("*", View("*", out_of_reach, 0.01, current_threshold=0.6,
+                                                   current_explore_rate=0.02), 0.0)
     assert p.threshold == 0.6 and p.explore_rate == 0.02
+    # ... but below 1.0 the rate falls by at most half per decision (IPW weights 1 / rate)
+    slow = make_policy("reference").decide("*", View("*", out_of_reach, 0.01, current_threshold=0.6,
+                                                      current_explore_rate=0.2), 0.0)
+    assert slow.explore_rate == pytest.approx(0.1)
     # 0.5 is plausibly within budget but not yet certified: explore to certify it
     plausible = TauStats(taus, (0.004, 0.002, 0.0), (0.011, 0.004, 0.0), (0.3, 0.5, 1.0), 800, 800, 800)
     q = make_policy("reference").decide("*", View("*", plausible, 0.01, current_threshold=0.6), 0.0)
@@ -95,13 +102,14 @@ def test_reference_explores_at_min_rate_when_no_decision_can_change():
     assert k.threshold == 0.6 and k.explore_rate > 0.2
 
 
-def test_reference_credit_loosens_only_up_to_max_credit_while_realized_loss_is_low():
-    # 0.6's UCB (0.0103) is over the budget: certified only with credit (entry: 0.95 * 1.10%)
+def test_reference_credit_is_off_by_default_and_loosens_only_up_to_max_credit_when_asked():
+    # 0.6's UCB (0.0103) is over the budget: certified only with credit (entry: 0.95 * 1.10%),
+    # which the default (the tested guarantee) never grants
     taus = (0.5, 0.6, 1.0)
     st = TauStats(taus, (0.05, 0.005, 0.0), (0.06, 0.0103, 0.0), (0.3, 0.5, 1.0), 3000, 3000, 3000)
     view = View("*", st, 0.01)
-    strict = make_policy("reference", max_credit=0.0)
-    loose = make_policy("reference")
+    strict = make_policy("reference", leave_band=0.05)
+    loose = make_policy("reference", max_credit=0.10, leave_band=0.05)
     for pol in (strict, loose):
         for o in _served(600, 0):
             pol.learn_one("*", o)
@@ -113,7 +121,7 @@ def test_reference_credit_loosens_only_up_to_max_credit_while_realized_loss_is_l
 def test_reference_drift_forfeits_credit_steps_back_and_explores():
     taus = (0.5, 0.6, 1.0)
     st = TauStats(taus, (0.004, 0.002, 0.0), (0.006, 0.004, 0.0), (0.3, 0.5, 1.0), 5000, 5000, 5000)
-    pol = make_policy("reference")
+    pol = make_policy("reference", max_credit=0.10)
     for o in _served(600, 0):
         pol.learn_one("k", o)
     assert pol.decide("k", View("k", st, 0.01, current_threshold=0.5), 0.0).threshold == 0.5
@@ -163,6 +171,54 @@ def test_offline_calibrates_then_freezes():
     for o in outcomes(3000, seed=2, profile=RISKY):                # drift: ignored once frozen
         pol.learn_one("*", o)
     assert pol.decide("*", view, 2.0).threshold == frozen
+
+
+def _unlabelled(o):
+    return dataclasses.replace(o, example=dataclasses.replace(o.example, em=None, gold_answer_hash=None))
+
+
+def test_offline_freezes_on_exactly_600_labelled_full_runs_counted_once():
+    pol = make_policy("offline")
+    assert pol.n_calibration == 600
+    view = view_for([])
+    full = outcomes(700, seed=3, profile=EASY)                            # served at 1.0: all complete, labelled
+    cut = [o for o in outcomes(800, seed=4, profile=EASY, threshold=0.5, explore_rate=0.0)
+           if not o.counterfactual.complete][:200]
+    assert len(cut) == 200
+    for o in cut:                                                          # early-stopped: not full runs
+        pol.learn_one("*", o)
+    for o in full[:599]:
+        pol.learn_one("*", _unlabelled(o))                                 # unlabelled: not counted
+        pol.learn_one("*", o)
+        pol.learn_one("*", dataclasses.replace(o, followup=True))         # same request again: counted once
+    assert pol.counted("*") == 599
+    p = pol.decide("*", view, 0.0)
+    assert p.threshold == 1.0 and p.explore_rate == view.max_rate and "599/600" in p.reason
+    pol.learn_one("*", full[599])
+    assert pol.counted("*") == 600
+    frozen = pol.decide("*", view, 1.0)
+    assert frozen.threshold < 1.0 and frozen.explore_rate == view.min_rate
+    # the same 600 runs, fed alone, give the same frozen threshold: nothing else counted
+    ref = make_policy("offline")
+    for o in full[:600]:
+        ref.learn_one("*", o)
+    assert ref.decide("*", view, 0.0).threshold == frozen.threshold
+    for o in outcomes(3000, seed=2, profile=RISKY):
+        pol.learn_one("*", o)
+    assert pol.decide("*", view, 2.0) == frozen
+
+
+def test_offline_freezes_each_context_on_its_own_runs():
+    pol = make_policy("offline", n_calibration=50)
+    view = view_for([])
+    for o in outcomes(50, seed=5, profile=EASY):
+        pol.learn_one("a", o)
+    for o in outcomes(49, seed=6, profile=EASY):
+        pol.learn_one("b", o)
+    assert pol.decide("a", view, 0.0).reason.startswith("offline: frozen after 50")
+    assert pol.decide("b", view, 0.0).threshold == 1.0
+    with pytest.raises(ValueError, match="n_calibration"):
+        make_policy("offline", n_calibration=0)
 
 
 # ---- bandit ----------------------------------------------------------------

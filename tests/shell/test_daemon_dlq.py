@@ -43,7 +43,7 @@ def test_malformed_records_go_to_the_dlq_and_the_daemon_keeps_going(make_config,
     finally:
         producer.close()
 
-    wait_until(lambda: d.processor.learned >= 30, 60, what="valid events after the bad ones to be learned")
+    wait_until(lambda: d.processor.learned_labelled >= 30, 60, what="valid events after the bad ones to be learned")
     dlq = wait_until(lambda: (recs := read_topic(cfg, cfg.topics.dlq)) and len(recs) >= len(bad) and recs,
                      60, what="DLQ records")
     assert len(dlq) == len(bad)
@@ -57,4 +57,4 @@ def test_malformed_records_go_to_the_dlq_and_the_daemon_keeps_going(make_config,
         assert int(headers["stopwise.offset"]) >= 0 and headers["stopwise.detail"]
         assert d.metrics.registry.get_sample_value(
             "stopwise_rejected_total", {"topic": topic, "reason": reason}) >= 1
-    assert d.processor.learned == 30 and d.dlq.count == len(bad)
+    assert d.processor.learned_labelled == 30 and d.dlq.count == len(bad)

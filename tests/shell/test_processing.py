@@ -63,14 +63,16 @@ def test_examples_are_batched_one_record_per_context_key(monkeypatch) -> None:
         assert bad == [] and {e.context_key.encode() for e in good} == {key}
         assert len(good) <= 40
         per_key.setdefault(key, []).extend(good)
-    # 3 contexts x 50 examples, capped at 40 per record: 2 records per context, nothing lost or repeated
-    assert len(sent) == 6 and proc.example_records == 6
-    assert sorted(len(v) for v in per_key.values()) == [50, 50, 50]
-    assert sorted(e.request_id for v in per_key.values() for e in v) == sorted(f"r{i}" for i in range(150))
-    assert proc.joined == 150
+    # 3 contexts x 50 requests, each an unlabelled example (its inference event came first)
+    # and a labelled follow-up, capped at 40 per record: 3 records per context, nothing lost or repeated
+    assert len(sent) == 9 and proc.example_records == 9
+    assert sorted(len(v) for v in per_key.values()) == [100, 100, 100]
+    got = sorted((e.request_id, e.em is not None, e.followup) for v in per_key.values() for e in v)
+    assert got == sorted([(f"r{i}", False, False) for i in range(150)] + [(f"r{i}", True, True) for i in range(150)])
+    assert proc.joined == 150 and proc.unlabelled == 150
     # this instance owns both learn shards: every example was learned as it was produced
-    assert proc.learned == proc.learned_locally == 150
-    assert sum(d.shards[f"learn/{p}"].obj.unique_examples for p in (0, 1)) == 150
+    assert proc.learned == proc.learned_locally == 300
+    assert sum(d.shards[f"learn/{p}"].obj.unique_examples for p in (0, 1)) == 300
 
 
 def _read_back(d: Daemon, fake: FakeProducer, proc: Processor, headers_of=lambda h: h) -> None:
@@ -91,7 +93,8 @@ def test_records_learned_as_produced_are_skipped_when_read_back_by_the_same_shar
     tags = {d.shards[f"learn/{p}"].tag.encode() for p in (0, 1)}
     assert {dict(h)["stopwise.learned"] for h in fake.headers if h} <= tags and all(fake.headers)
     _read_back(d, fake, proc)
-    assert (proc.learned, proc.duplicates) == (60, 0)    # skipped: not decoded, not counted again
+    # 60 requests, each an unlabelled example and its labelled follow-up
+    assert (proc.learned, proc.duplicates) == (120, 0)    # skipped: not decoded, not counted again
     assert all(s.positions for n, s in d.shards.items() if n.startswith("learn/") and s.obj.unique_examples)
 
 
@@ -101,8 +104,8 @@ def test_records_of_another_incarnation_are_decoded_and_deduplicated() -> None:
     proc.process(_input_batch(d.cfg, 60), now=2.0)
     # as after a restart or rebalance: the tag in the headers is not the current shards'
     _read_back(d, fake, proc, headers_of=lambda h: [("stopwise.learned", b"an-old-incarnation")])
-    assert (proc.learned, proc.duplicates) == (60, 60)
-    assert sum(d.shards[f"learn/{p}"].obj.unique_examples for p in (0, 1)) == 60
+    assert (proc.learned, proc.duplicates) == (120, 120)
+    assert sum(d.shards[f"learn/{p}"].obj.unique_examples for p in (0, 1)) == 120
 
 
 def test_without_the_learn_shard_examples_are_sent_untagged_for_their_owner() -> None:

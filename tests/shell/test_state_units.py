@@ -147,3 +147,57 @@ def test_checkpoint_refuses_to_snapshot_past_lost_output() -> None:
     ok.shards = dict(d.shards)
     ok.checkpoint(force=True)
     assert [s[1] for s in good.sent if s[0] == "stopwise.state"] == [b"join/0"]
+
+
+def test_version_floor_ignores_versions_beyond_the_int64_ceiling() -> None:
+    """Issue 13, reproduction 7: after a forged 2^63 the daemon published 2^63 + 3."""
+    from stopwise.daemon.records import MAX_VERSION
+    from stopwise.daemon.shell.publisher import VERSION_CEILING
+
+    vf = VersionFloor()
+    for forged in (2**63, MAX_VERSION, VERSION_CEILING, -5):
+        assert vf.observe("a", forged) is False
+    assert vf.observe("a", VERSION_CEILING - 1) is True
+    assert vf.next("a", 1) == VERSION_CEILING <= MAX_VERSION
+    assert vf.next("b", 2**63) == 1  # a proposal beyond the ceiling is not believed either
+
+
+def test_publisher_floor_reads_only_verified_records() -> None:
+    """Issue 13, reproduction 7: the floor trusted unverified thresholds-topic records."""
+    from stopwise.daemon.shell.publisher import Publisher
+
+    pub = Publisher(FakeProducer(), "thr", "dec", b"key")
+    good = json.dumps(signed_record_dict(_rec(), 40, b"key")).encode()
+    forged = json.dumps(signed_record_dict(_rec(), 10**6, b"attacker")).encode()
+    unsigned = json.dumps(signed_record_dict(_rec(), 10**7, None)).encode()
+    huge = json.dumps(signed_record_dict(_rec(), 2**63, b"key")).encode()
+    for value in (good, forged, unsigned, huge, b"{nope"):
+        pub.observe_topic_value(value)
+    assert pub.ignored == 4 and pub.versions.max == {"task=qa": 40}
+    # unsigned on purpose (no key): still bounded by the ceiling
+    open_pub = Publisher(FakeProducer(), "thr", "dec", None)
+    for value in (unsigned, huge):
+        open_pub.observe_topic_value(value)
+    assert open_pub.versions.max == {"task=qa": 10**7} and open_pub.ignored == 1
+
+
+def test_unsigned_records_and_snapshots_say_so() -> None:
+    body = signed_record_dict(_rec(), 3, None)
+    assert body["sig"] == "unsigned" and not verify_record(body, b"k")
+    blob = Snapshot("join/0", {}, b"{}", 0.0).encode(None)
+    assert blob.startswith(b"unsigned\n")
+    with pytest.raises(SignatureError):
+        Snapshot.decode(blob, b"k")
+
+
+def test_pickled_format1_snapshot_is_refused_naming_the_shard() -> None:
+    """Issue 13, reproduction 6: a forged (pickled) state record was unpickled and ran code."""
+    import pickle
+    import zlib
+
+    from stopwise.daemon.shell.snapshots import LegacySnapshotError
+
+    header = json.dumps({"format": 1, "shard": "learn/3", "positions": {}, "created_at": 0.0, "meta": {}}).encode()
+    blob = b"-\n" + header + b"\n" + zlib.compress(pickle.dumps({"any": "thing"}))
+    with pytest.raises(LegacySnapshotError, match=r"shard 'learn/3' is format 1 \(pickled state\): refused"):
+        Snapshot.decode(blob, None)

@@ -97,7 +97,7 @@ def test_table_keeps_newest_version():
     mk = lambda v, thr: ThresholdRecord(context="*", threshold=thr, explore_rate=0.1, version=v, issued_at=v, expires_at=99, policy="p")
     t.apply(mk(2, 0.7))
     t.apply(mk(1, 0.9))
-    assert t.lookup("task=a", 0.0) == (0.7, 0.1, 2)
+    assert t.lookup("task=a", 0.0) == (0.7, 0.1, 2, "*")
 
 
 def test_policy_aliases_and_errors():

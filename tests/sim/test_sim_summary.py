@@ -61,3 +61,38 @@ def test_outcome_public_fields_are_exactly_the_contract():
     assert list(out(0, "c", 1, 2, 1, 1).public()) == list(OUTCOME_FIELDS) == [
         "request_id", "context", "threshold", "explored", "stop_index", "tokens_used", "tokens_full",
         "answer_hash", "em", "em_full"]
+
+
+def test_exploration_share_token_cost_and_em_budget_use():
+    cfg = parse_config({"grid": {"taus": [0.6]}, "budget": {"em_drop": 0.1, "per_context": {"task=b": 0.4}}})
+    cps = [[10, 0.7, "g"], [25, 0.8, "g"], [40, 0.9, "g"]]
+    ctx = lambda i: {"task": "a" if i < 4 else "b"}   # noqa: E731
+    reqs = world([row(f"r{i}", i, cps, gold="g", ctx=ctx(i)) for i in range(6)])
+    oracle = compute_oracle(reqs, cfg, window=2)
+
+    def o(i, thr, explored, used, em):
+        return Outcome(f"r{i}", f"task={ctx(i)['task']}", thr, explored, 2 if explored else 0, used, 40, "g", em, 1, float(i))
+
+    outs = [o(0, 0.6, True, 40, 1),    # explored at 0.6: would have stopped at 10 -> 30 extra tokens
+            o(1, 0.75, True, 40, 1),   # explored at 0.75: would have stopped at 25 -> 15 extra
+            o(2, 0.6, False, 10, 0), o(3, 0.6, False, 10, 1),
+            o(4, 1.0, True, 40, 1),    # explored at 1.0: costs nothing extra
+            o(5, 0.6, False, 10, 1)]
+    s = summarize(list(reversed(outs)), oracle, cfg, window=2, requests=reqs)   # order need not match
+    a, b, ov = s["contexts"]["task=a"], s["contexts"]["task=b"], s["overall"]
+    assert (a["explored"], a["explored_share"], a["explore_tokens"]) == (2, 0.5, 45)
+    assert a["explore_tokens_of_full"] == pytest.approx(45 / 160)
+    assert a["explore_tokens_of_saved"] == pytest.approx(45 / (160 - 100))
+    assert (b["explored_share"], b["explore_tokens"]) == (0.5, 0)
+    assert (ov["explored"], ov["explore_tokens"]) == (3, 45) and ov["explored_share"] == pytest.approx(0.5)
+    assert a["em_drop"] == 0.25 and a["em_budget_use"] == pytest.approx(2.5)
+    assert b["em_drop"] == 0.0 and b["em_budget_use"] == 0.0
+    # overall budget: per-context budgets weighted by scored requests (4 x 0.1 + 2 x 0.4) / 6
+    assert ov["budget"] == pytest.approx(0.2) and ov["em_budget_use"] == pytest.approx((1 / 6) / 0.2)
+    # without the world the cost is unknown, the share is not
+    bare = summarize(outs, oracle, cfg, window=2)["overall"]
+    assert bare["explore_tokens"] is None and bare["explore_tokens_of_saved"] is None and bare["explored"] == 3
+    glob = parse_config({"grid": {"taus": [0.6]}, "budget": {"em_drop": 0.1, "mode": "global"}})
+    assert summarize(outs, oracle, glob, window=2)["overall"]["budget"] == 0.1
+    with pytest.raises(ValueError, match="not in the world"):
+        summarize(outs, oracle, cfg, window=2, requests=reqs[:3])

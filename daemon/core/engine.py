@@ -243,43 +243,52 @@ class Controller:
         keys = [k for k in keys if k in stats]
         budgets = self._budgets(keys, stats)
         out: list[Decision] = []
-        ex = cfg.exploration
         kill = self._kill or cfg.guardrails.kill_switch
         critical = set(getattr(self.policy, "critical", ()) or ())
         for key in keys:
             try:
-                st = stats[key]
-                prev = self._records.get(key)
-                current = prev.threshold if prev else cfg.context.default_threshold
-                view = View(key, st, budgets[key], cfg.budget.confidence, current,
-                            prev.explore_rate if prev else ex.initial_rate, ex.min_rate, ex.max_rate, ex.initial_rate,
-                            cfg.context.default_threshold, cfg.policy.integral_gain, self.load, key in critical)
-                prop = self.policy.decide(key, view, now)
-                thr, guard_reason = self.guard.apply(key, prop.threshold, current=current, budget=budgets[key],
-                                                     n_eff=st.n_evidence, now=now, kill=kill)
-                rate = min(ex.max_rate, max(ex.min_rate, prop.explore_rate))
-                reason = guard_reason if guard_reason in FORCED or guard_reason == "min_evidence" else prop.reason
-                if guard_reason in ("clamp", "step"):
-                    reason = f"{prop.reason}; {guard_reason}"
-                if not self._changed(prev, thr, rate, guard_reason, now):
-                    continue
-                idx = st.nearest(thr)
-                values = (thr, rate, st.loss[idx], st.ucb[idx], st.cost[idx], st.n_eff)
-                if not all(map(math.isfinite, values)):  # never publish (or fail on) a non-finite estimate
-                    log.warning("tick_context_skipped", context=key, why="non-finite estimate",
-                                values=[repr(float(v)) for v in values])
-                    continue
-                rec = ThresholdRecord(
-                    context=key, threshold=thr, explore_rate=rate, version=(prev.version + 1) if prev else 1,
-                    issued_at=now, expires_at=now + cfg.publish.record_ttl_s, policy=self.policy.name,
-                    est_loss=min(1.0, max(0.0, st.loss[idx])), est_loss_ucb=min(1.0, max(0.0, st.ucb[idx])),
-                    est_savings=1.0 - st.cost[idx], n=st.n_eff, reason=reason,
-                )
-                self._records[key] = rec
-                out.append(Decision(rec, prev.threshold if prev else None, reason))
+                decision = self._decide(key, stats[key], budgets[key], kill, key in critical, now)
             except Exception:  # one broken context is logged and skipped, never the tick (issue 13)
                 log.exception("tick_context_failed", context=key, stage="decide")
+                continue
+            if decision is not None:
+                out.append(decision)
         return out
+
+    def _decide(self, key: str, st: TauStats, budget: float, kill: bool, critical: bool,
+                now: float) -> Decision | None:
+        """Policy, guardrails and the publication rule for one context; the
+        new record (kept as the context's latest), or None if nothing changed."""
+        cfg = self.config
+        ex = cfg.exploration
+        prev = self._records.get(key)
+        current = prev.threshold if prev else cfg.context.default_threshold
+        view = View(key, st, budget, cfg.budget.confidence, current,
+                    prev.explore_rate if prev else ex.initial_rate, ex.min_rate, ex.max_rate, ex.initial_rate,
+                    cfg.context.default_threshold, cfg.policy.integral_gain, self.load, critical)
+        prop = self.policy.decide(key, view, now)
+        thr, guard_reason = self.guard.apply(key, prop.threshold, current=current, budget=budget,
+                                             n_eff=st.n_evidence, now=now, kill=kill)
+        rate = min(ex.max_rate, max(ex.min_rate, prop.explore_rate))
+        reason = guard_reason if guard_reason in FORCED or guard_reason == "min_evidence" else prop.reason
+        if guard_reason in ("clamp", "step"):
+            reason = f"{prop.reason}; {guard_reason}"
+        if not self._changed(prev, thr, rate, guard_reason, now):
+            return None
+        idx = st.nearest(thr)
+        values = (thr, rate, st.loss[idx], st.ucb[idx], st.cost[idx], st.n_eff)
+        if not all(map(math.isfinite, values)):  # never publish (or fail on) a non-finite estimate
+            log.warning("tick_context_skipped", context=key, why="non-finite estimate",
+                        values=[repr(float(v)) for v in values])
+            return None
+        rec = ThresholdRecord(
+            context=key, threshold=thr, explore_rate=rate, version=(prev.version + 1) if prev else 1,
+            issued_at=now, expires_at=now + cfg.publish.record_ttl_s, policy=self.policy.name,
+            est_loss=min(1.0, max(0.0, st.loss[idx])), est_loss_ucb=min(1.0, max(0.0, st.ucb[idx])),
+            est_savings=1.0 - st.cost[idx], n=st.n_eff, reason=reason,
+        )
+        self._records[key] = rec
+        return Decision(rec, prev.threshold if prev else None, reason)
 
     def _changed(self, prev: ThresholdRecord | None, thr: float, rate: float, guard_reason: str, now: float) -> bool:
         if prev is None:
@@ -336,7 +345,7 @@ class Controller:
     def stats(self) -> dict[str, float]:
         return {
             "learned": float(self.unique_examples),
-            "labelled": float(getattr(self, "labelled_examples", 0)),
+            "labelled": float(self.labelled_examples),
             "duplicates": float(self.duplicates),
             "contexts": float(len(self.known_contexts())),
             "published": float(len(self._records)),

@@ -139,12 +139,12 @@ class Estimator:
 
     def __init__(self, taus: Sequence[float], half_life: float, confidence: float, prior_strength: float = 0.0) -> None:
         self.taus = tuple(taus)
-        self.reconfigure(half_life, confidence, prior_strength)
         self._acc: dict[str, _Acc] = {}
+        self.reconfigure(half_life, confidence, prior_strength)
 
     def reconfigure(self, half_life: float, confidence: float, prior_strength: float = 0.0) -> None:
         """New recency, confidence and prior settings (the sums so far are kept)."""
-        for acc in getattr(self, "_acc", {}).values():
+        for acc in self._acc.values():
             self._flush(acc)   # buffered examples decay at the old rate
         self.half_life = float(half_life)
         self.confidence = float(confidence)

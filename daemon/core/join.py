@@ -98,15 +98,12 @@ DEFAULT_MAX_BYTES = 48 * 1024 * 1024
 class Joiner:
     """Pending halves keyed by request_id, oldest first (see module doc)."""
 
-    max_bytes = DEFAULT_MAX_BYTES
-    _bytes: int | None = None   # sum of the entries' sizes (None: to recount, e.g. older state)
-
     def __init__(self, ttl_s: float, max_entries: int, keyer: ContextKeyer,
                  max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.ttl_s = float(ttl_s)
         self.max_entries = int(max_entries)
         self.max_bytes = int(max_bytes)
-        self._bytes = 0
+        self._bytes = 0   # sum of the pending entries' sizes
         self.keyer = keyer
         self.stats = JoinStats()
         # request_id -> [inference | None, feedback | None, first_seen, size in bytes]
@@ -133,8 +130,6 @@ class Joiner:
     @property
     def pending_bytes(self) -> int:
         """Sum of the pending entries' sizes (what ``max_bytes`` caps)."""
-        if self._bytes is None:
-            self._bytes = sum(_size(e) for e in self._pending.values())
         return self._bytes
 
     def add_inference(self, ev: InferenceEvent, now: float, size: int | None = None) -> list[LabelledExample]:
@@ -159,7 +154,7 @@ class Joiner:
 
     def _add(self, rid: str, slot: int, ev, now: float, size: int | None = None) -> list[LabelledExample]:
         now = self._clock = max(self._clock, now)  # monotone: a clock step back is "no time passed"
-        total = self.pending_bytes   # (recounted once for an older state)
+        total = self._bytes
         if rid in self._done:
             self.stats.duplicates += 1
             return []
@@ -217,7 +212,5 @@ class Joiner:
 
 
 def _size(entry: list) -> int:
-    """An entry's size (entries of an older state have none: estimated)."""
-    if len(entry) > 3:
-        return entry[3]
-    return estimate_bytes(entry[0] if entry[0] is not None else entry[1])
+    """An entry's size in bytes."""
+    return entry[3]

@@ -140,12 +140,17 @@ def _dec_rng(d: _Decoder, a, p, define):
     return d._done(define, r)
 
 
-def _dec_object(d: _Decoder, a, p, define):
-    module, qualname, state = _list(a, p)
+def _class_at(module, qualname, p):
+    """:func:`_allowed_class`, its refusal naming where in the state it was."""
     try:
-        cls = _allowed_class(module, qualname)
+        return _allowed_class(module, qualname)
     except StateCodecError as exc:
         raise StateCodecError(f"{_where(p)}: {exc}") from None
+
+
+def _dec_object(d: _Decoder, a, p, define):
+    module, qualname, state = _list(a, p)
+    cls = _class_at(module, qualname, p)
     obj = cls.__new__(cls)
     d._register(define, obj)
     st = d.node(state, (p, _STATE))
@@ -167,10 +172,7 @@ def _dec_object(d: _Decoder, a, p, define):
 
 def _dec_model(d: _Decoder, a, p, define):
     module, qualname, text = _list(a, p)
-    try:
-        cls = _allowed_class(module, qualname)
-    except StateCodecError as exc:
-        raise StateCodecError(f"{_where(p)}: {exc}") from None
+    cls = _class_at(module, qualname, p)
     if not _is_json_model(cls) or type(text) is not str:
         raise StateCodecError(f"{_where(p)}: {module}.{qualname} is not a record model")
     try:

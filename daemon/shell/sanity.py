@@ -87,14 +87,16 @@ def check_state(kind: str, obj) -> None:
 
 def check_pending(pending: dict) -> None:
     """The pending halves of a Joiner (``request_id -> [inference, feedback,
-    first_seen, ...]``) against the decode bounds of :mod:`..records` (a
+    first_seen, size in bytes]``) against the decode bounds of :mod:`..records` (a
     snapshot from before the bounds may hold a 1e300 weight). A tight loop:
     150k entries take a fraction of a second, where the generic walk takes
     seconds."""
     rid = None
     try:
         for rid, entry in pending.items():
-            inf, fb, first = entry[0], entry[1], entry[2]
+            inf, fb, first, size = entry   # a wrong shape raises ValueError/TypeError
+            if type(size) is not int or size < 0:
+                raise ValueError(f"entry size {size!r}")
             # comparisons are False for NaN; a wrong type raises TypeError
             if not -MAX_MAGNITUDE <= first <= MAX_MAGNITUDE:
                 raise ValueError(f"arrival time {first!r}")

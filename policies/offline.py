@@ -75,7 +75,7 @@ class OfflinePolicy(Policy):
         if context_key in self._frozen:
             return
         ex, cf = outcome.example, outcome.counterfactual
-        if (ex.em is None and ex.gold_answer_hash is None) or not cf.complete or cf.weight <= 0.0:
+        if not cf.labelled or not cf.complete or cf.weight <= 0.0:
             return
         if any(x is None for x in cf.loss) or any(x is None for x in cf.cost):
             return

@@ -170,7 +170,7 @@ def evaluate(ex: LabelledExample, taus: Sequence[float]) -> Counterfactual:
     k_taus = len(taus)
     tau_s = ex.threshold
     last = len(cps) - 1
-    labelled = ex.em is not None or ex.gold_answer_hash is not None
+    labelled = is_labelled(ex)
     answers = list(map(_ANSWER, cps))
     if not ex.complete:
         # observed: the taus whose first crossing lies in the prefix

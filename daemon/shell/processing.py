@@ -25,6 +25,7 @@ import time
 
 import structlog
 
+from ..core.counterfactual import is_labelled
 from ..core.examples import decode_examples, encode_examples
 from ..errors import DecodeError
 from ..records import decode_feedback, decode_inference
@@ -123,7 +124,7 @@ class Processor:
                 if len(pending[0]) >= EXAMPLES_PER_RECORD or pending[1] >= EXAMPLE_RECORD_BYTES:
                     self._send_examples(now, ex.context_key)
             joined += len(examples)
-            if examples and examples[0].em is None and examples[0].gold_answer_hash is None:
+            if examples and not is_labelled(examples[0]):
                 joined -= 1   # the unlabelled evidence of an inference event that came first
                 self.unlabelled += 1
         shard.advance(tp.topic, tp.partition, recs[-1].offset)
@@ -258,7 +259,7 @@ def _learn_each(learn, examples, now: float, where: dict) -> tuple[int, int, Exc
         try:
             if learn(ex, now):
                 learned += 1
-                if ex.em is not None or ex.gold_answer_hash is not None:
+                if is_labelled(ex):
                     labelled += 1
             else:
                 dup += 1

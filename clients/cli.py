@@ -98,7 +98,8 @@ def publish_cmd(config: Path, kind: Kind, source: str, timeout: float) -> None:
             raise typer.Exit(2) from None
     pub = publisher_from_config(cfg, queue_size=20_000)
     try:
-        rep = publish_lines(stream, kind.value, pub, max_bytes=cfg.limits.max_record_bytes, flush_timeout=timeout)
+        rep = publish_lines(stream, kind.value, pub, max_bytes=cfg.limits.max_record_bytes,
+                            max_checkpoints=cfg.limits.max_checkpoints, flush_timeout=timeout)
     finally:
         rep_undelivered = pub.close(timeout)
         if stream is not sys.stdin:

@@ -133,8 +133,10 @@ class FleetStats:
 
 
 def publisher_from_config(cfg: Config, **kw: Any) -> EventPublisher:
-    """An :class:`EventPublisher` for the config's broker and input topics."""
+    """An :class:`EventPublisher` for the config's broker, input topics and record limits."""
     pc = {"security_protocol": cfg.kafka.security_protocol, **kw.pop("producer_config", {})}
+    kw.setdefault("max_record_bytes", cfg.limits.max_record_bytes)
+    kw.setdefault("max_checkpoints", cfg.limits.max_checkpoints)
     return EventPublisher(cfg.kafka.bootstrap, cfg.topics.inference, cfg.topics.feedback,
                           producer_config=pc, **kw)
 

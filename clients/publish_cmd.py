@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from stopwise.daemon.errors import DecodeError
-from stopwise.daemon.records import DEFAULT_MAX_BYTES, decode_feedback, decode_inference
+from stopwise.daemon.records import decode_feedback, decode_inference
 
 from .publisher import EventPublisher
 
@@ -36,12 +36,17 @@ class PublishReport:
 
 
 def publish_lines(lines: Iterable[str], kind: str, publisher: EventPublisher, *,
-                  max_bytes: int = DEFAULT_MAX_BYTES, flush_every: int = 5000,
-                  flush_timeout: float = 30.0) -> PublishReport:
+                  max_bytes: int | None = None, max_checkpoints: int | None = None,
+                  flush_every: int = 5000, flush_timeout: float = 30.0) -> PublishReport:
     """Decode each line as a ``kind`` record and queue the valid ones on
     ``publisher``; flush every ``flush_every`` so a backfill never overflows
-    the queue (this is a CLI: waiting is fine here)."""
+    the queue (this is a CLI: waiting is fine here). The limits default to the
+    publisher's (from the config with ``publisher_from_config``)."""
+    max_bytes = publisher.max_record_bytes if max_bytes is None else max_bytes
+    max_cps = publisher.max_checkpoints if max_checkpoints is None else max_checkpoints
     decode = DECODERS[kind]
+    if kind == "inference":
+        decode = lambda data, mb, _d=decode: _d(data, mb, max_cps)  # noqa: E731
     rep = PublishReport()
     for n, line in enumerate(lines, start=1):
         rep.lines = n

@@ -12,9 +12,13 @@ logged at most once per ``log_interval_s``.
 Validation choice: eager, in the caller. It costs ~8-10 us per call (measured
 in bench/bench_clients.py, well under the 20 us target) and turns a malformed
 record - a programming error - into a ``ValueError`` at the call site, where
-it can be fixed, instead of a silent counter. ``validate=False`` moves
-validation to the sender thread (invalid records are then counted in
-``.invalid`` and logged); pass already-built record models to skip it.
+it can be fixed, instead of a silent counter. Validation ends with the
+daemon's own decoder run on the encoded bytes, with the same limits
+(``max_record_bytes``, ``max_checkpoints``; :func:`publisher_from_config`
+takes them from the config): what the publisher accepts the daemon accepts,
+and a refusal is a :class:`RecordRejected` carrying the daemon's reason code.
+``validate=False`` moves validation to the sender thread (invalid records are
+then counted in ``.invalid`` and logged).
 
 Nothing else is ever raised into the caller: broker errors stay in the sender.
 
@@ -42,13 +46,42 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from stopwise.daemon.records import FeedbackEvent, InferenceEvent
+from stopwise.daemon.errors import DecodeError
+from stopwise.daemon.records import (DEFAULT_MAX_BYTES, DEFAULT_MAX_CHECKPOINTS, FeedbackEvent, InferenceEvent,
+                                     decode_feedback, decode_inference)
 
 log = structlog.get_logger("stopwise.clients.publisher")
 
 _INFERENCE, _FEEDBACK = 0, 1
 _KINDS = ("inference", "feedback")
 _MODELS = (InferenceEvent, FeedbackEvent)
+
+
+class RecordRejected(ValueError):
+    """A record the daemon would reject; ``reason`` is its DecodeError reason code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def check_record(kind: int, rec: Any, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_checkpoints: int = DEFAULT_MAX_CHECKPOINTS) -> InferenceEvent | FeedbackEvent:
+    """Build the record (a dict is validated by the model, lax) and run the
+    daemon's decoder on its encoded bytes; raise ``ValueError`` (pydantic's
+    ``ValidationError`` or :class:`RecordRejected`) if either refuses it."""
+    if not isinstance(rec, (InferenceEvent, FeedbackEvent)):
+        rec = _MODELS[kind].model_validate(rec)
+    try:
+        data = rec.to_bytes()
+    except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate pydantic cannot encode
+        raise RecordRejected("bad_json", f"cannot encode: {exc}"[:300]) from None
+    try:
+        if kind == _INFERENCE:
+            return decode_inference(data, max_bytes, max_checkpoints)
+        return decode_feedback(data, max_bytes)
+    except DecodeError as exc:
+        raise RecordRejected(exc.reason, exc.detail) from None
 
 
 class FakeProducer:
@@ -102,7 +135,9 @@ class EventPublisher:
                  clock: Callable[[], float] = time.monotonic,
                  registry: CollectorRegistry | None = None,
                  validate: bool = True, log_interval_s: float = 10.0,
-                 retry_backoff_s: tuple[float, float] = (0.2, 5.0), start: bool = True) -> None:
+                 retry_backoff_s: tuple[float, float] = (0.2, 5.0), start: bool = True,
+                 max_record_bytes: int = DEFAULT_MAX_BYTES,
+                 max_checkpoints: int = DEFAULT_MAX_CHECKPOINTS) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be >= 1")
         self.bootstrap = bootstrap
@@ -117,6 +152,7 @@ class EventPublisher:
                                  **(producer_config or {})}
         self._clock = clock
         self._validate = validate
+        self.max_record_bytes, self.max_checkpoints = max_record_bytes, max_checkpoints
         self._log_interval = log_interval_s
         self._backoff = retry_backoff_s
         self._q: deque = deque()
@@ -159,8 +195,8 @@ class EventPublisher:
         self._put(_INFERENCE if isinstance(record, InferenceEvent) else _FEEDBACK, record)
 
     def _put(self, kind: int, rec: Any) -> None:
-        if self._validate and not isinstance(rec, (InferenceEvent, FeedbackEvent)):
-            rec = _MODELS[kind].model_validate(rec)  # ValidationError is a ValueError
+        if self._validate:
+            rec = check_record(kind, rec, self.max_record_bytes, self.max_checkpoints)  # raises ValueError
         elif not isinstance(rec, (dict, InferenceEvent, FeedbackEvent)):
             raise ValueError(f"{_KINDS[kind]} record must be a dict or record model, not {type(rec).__name__}")
         q = self._q
@@ -253,8 +289,8 @@ class EventPublisher:
         for kind, rec in batch:
             time.sleep(0)  # yield the GIL between records: app threads never wait behind a whole batch
             try:
-                if not isinstance(rec, (InferenceEvent, FeedbackEvent)):
-                    rec = _MODELS[kind].model_validate(rec)
+                if not self._validate:
+                    rec = check_record(kind, rec, self.max_record_bytes, self.max_checkpoints)
             except (ValidationError, ValueError, TypeError) as exc:
                 self._done(kind, ok=False, invalid=True, error=str(exc).splitlines()[0])
                 continue

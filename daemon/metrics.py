@@ -64,6 +64,9 @@ class Metrics:
         self.rejected = Counter(
             name("rejected"), "Input records rejected to the DLQ, by topic and DecodeError reason.",
             ["topic", "reason"], registry=r)
+        self.input_rerouted = Counter(
+            name("input_rerouted"), "Input records on another partition than their key's (murmur2) partition, "
+            "re-routed to it, by topic.", ["topic"], registry=r)
         self.join_pending = Gauge(
             name("join_pending"), "Half-joined requests waiting for their other half.", registry=r)
         self.join_pending_bytes = Gauge(
@@ -82,7 +85,7 @@ class Metrics:
         self.unique_examples = Gauge(
             name("unique_examples"), "Unique labelled examples learned, summed over owned shards.", registry=r)
         self.thresholds_published = Counter(
-            name("thresholds_published"), "Threshold records published, by reason.", ["reason"], registry=r)
+            name("thresholds_published"), "Threshold records published, by reason code (core.reasons.REASON_CODES).", ["reason"], registry=r)
         self.consumer_lag = Gauge(
             name("consumer_lag"), "Records not yet committed by the group: end offset minus committed offset.",
             ["topic", "partition"], registry=r)

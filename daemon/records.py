@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import DecodeError
 
@@ -39,21 +39,42 @@ MAX_VERSION = 2**63 - 1
 """Versions stay within int64."""
 MAX_FEATURE = 1e6
 """Numeric features are in [-MAX_FEATURE, MAX_FEATURE] (they feed the River model)."""
+DEFAULT_MAX_CHECKPOINTS = 4096
+"""Default ``limits.max_checkpoints`` (the schemas' ``maxItems``)."""
 
-RequestId = Annotated[str, Field(min_length=1, max_length=256)]
-Score = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
-Timestamp = Annotated[float, Field(ge=0.0, le=MAX_TS)]
-Checkpoint = tuple[TokenCount, Score, Annotated[str, Field(max_length=256)]]
+CROSS_FIELD_RULES: dict[str, tuple[str, str]] = {
+    # key: (DecodeError reason, rule) -- README "Cross-field rules the schema cannot express" mirrors this
+    "checkpoints_increasing": ("checkpoints_not_increasing", "checkpoint tokens strictly increase"),
+    "stop_index_in_checkpoints": ("out_of_range", "`stop_index` < number of checkpoints"),
+    "stop_index_last_unless_explore": ("out_of_range", "a non-exploration run's `stop_index` is its last checkpoint"),
+    "no_lone_surrogates": ("bad_json", "strings are valid Unicode (no lone surrogate escape such as `\\ud800`)"),
+    "max_record_bytes": ("too_large", "the record is at most `limits.max_record_bytes` bytes"),
+    "max_checkpoints": ("too_large", "at most `limits.max_checkpoints` checkpoints (the schema's `maxItems` is the default, 4096)"),
+}
+"""What the decoders enforce beyond the JSON Schemas (tests/test_contracts_agreement.py)."""
 
 
 def _not_bool(v):
     """Before-validator of integer fields: Python (and pydantic's ``Literal``)
-    takes ``True == 1``; the contract does not."""
+    takes ``True == 1``; the contract does not. An integral float (``192.0``)
+    is an integer, as in JSON Schema (draft 2020-12)."""
     if isinstance(v, bool):
         raise ValueError("invalid_value: a boolean is not a number")
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     return v
+
+
+def _int(lo: int, hi: int | None = None):
+    """An integer field in [lo, hi] (integral floats accepted, booleans not)."""
+    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(_not_bool)]
+
+
+RequestId = Annotated[str, Field(min_length=1, max_length=256)]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+TokenCount = _int(0, MAX_TOKENS)
+Timestamp = Annotated[float, Field(ge=0.0, le=MAX_TS)]
+Checkpoint = tuple[TokenCount, Score, Annotated[str, Field(max_length=256)]]
 
 
 class _Record(BaseModel):
@@ -85,13 +106,13 @@ class InferenceEvent(_Record):
     features: dict[Annotated[str, Field(min_length=1, max_length=64)],
                    Annotated[float, Field(ge=-MAX_FEATURE, le=MAX_FEATURE)]] = Field(default_factory=dict)
     threshold: Score
-    threshold_version: Annotated[int, Field(ge=0, le=MAX_VERSION)] = 0
+    threshold_version: _int(0, MAX_VERSION) = 0
     explore: bool = False
     propensity: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    stop_index: Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+    stop_index: _int(0, MAX_TOKENS)
     tokens_used: TokenCount
     tokens_budget: TokenCount
-    checkpoints: list[Checkpoint] = Field(min_length=1)
+    checkpoints: list[Checkpoint] = Field(min_length=1, json_schema_extra={"maxItems": DEFAULT_MAX_CHECKPOINTS})
     complete: Optional[bool] = None
 
     @field_validator("checkpoints")
@@ -119,9 +140,15 @@ class InferenceEvent(_Record):
         return self.explore or self.checkpoints[-1][1] < self.threshold or self.threshold >= 1.0
 
 
+_ONE_LABEL = {"anyOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}}
+                        for f in ("em", "gold_answer_hash")]}
+
+
 class FeedbackEvent(_Record):
     """Written by the app, a grader or a user action: EM of the delivered
-    answer (``em``) and/or the gold answer's hash."""
+    answer (``em``) and/or the gold answer's hash (at least one not null)."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_LABEL)
 
     request_id: RequestId
     ts: Timestamp
@@ -145,7 +172,7 @@ class ThresholdRecord(_Record):
     context: Annotated[str, Field(min_length=1, max_length=1024)]
     threshold: Score
     explore_rate: Score
-    version: Annotated[int, Field(ge=1)]
+    version: _int(1)
     issued_at: float
     expires_at: float
     policy: str
@@ -210,8 +237,13 @@ def decode(model: type[_Record], data: bytes | bytearray | memoryview | str, max
         raise DecodeError("bad_json", str(exc)[:200]) from None
 
 
-def decode_inference(data, max_bytes: int = DEFAULT_MAX_BYTES) -> InferenceEvent:
-    return decode(InferenceEvent, data, max_bytes)
+def decode_inference(data, max_bytes: int = DEFAULT_MAX_BYTES,
+                     max_checkpoints: int = DEFAULT_MAX_CHECKPOINTS) -> InferenceEvent:
+    """Decode an inference event; more than ``max_checkpoints`` checkpoints is ``too_large``."""
+    ev = decode(InferenceEvent, data, max_bytes)
+    if len(ev.checkpoints) > max_checkpoints:
+        raise DecodeError("too_large", f"{len(ev.checkpoints)} checkpoints > limit {max_checkpoints}")
+    return ev
 
 
 def decode_feedback(data, max_bytes: int = DEFAULT_MAX_BYTES) -> FeedbackEvent:

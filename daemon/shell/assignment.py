@@ -156,6 +156,7 @@ class Assignment:
         if tps:
             self.consumer.resume(*tps)
         self._pending_assign -= tps
+        self.processor.reroute.partitions.clear()   # input partition counts: re-read (partitions may be added)
         self.processor.refresh_gauges()
         log.info("shards_ready", shards=sorted(self.shards), restored=names)
         self.assigned_once.set()

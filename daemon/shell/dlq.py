@@ -23,6 +23,12 @@ from __future__ import annotations
 
 import hashlib
 
+from ..errors import DecodeError
+
+REASONS = DecodeError.REASONS + ("processing_error", "no_key")
+"""Every ``stopwise.reason`` a DLQ record carries: the decode reasons, a core
+error on a valid record (``processing_error``), an input record without a key
+(``no_key``: it cannot be placed on its join shard, see :mod:`.reroute`)."""
 MAX_DETAIL = 1000
 """Bytes of the human-readable detail header (cut at a character boundary)."""
 MAX_KEY_BYTES = 1024

@@ -7,6 +7,8 @@ record per context key per polled batch (at most ``EXAMPLES_PER_RECORD``
 examples / about ``EXAMPLE_RECORD_BYTES`` each), sent before ``process``
 returns, so before any checkpoint; examples partition p -> ``learn/p``
 Controller.learn. Undecodable input goes to the DLQ and the loop goes on.
+An input record on another partition than its key's (murmur2) is re-routed
+there, a keyless one dead-lettered (``no_key``): see :mod:`.reroute`.
 No decisions here: all logic is in the core.
 
 When this instance owns the learn shard of a batch's partition, it learns
@@ -30,6 +32,7 @@ from ..core.examples import decode_examples, encode_examples
 from ..errors import DecodeError
 from ..records import decode_feedback, decode_inference
 from .kafka_io import owner_partition
+from .reroute import Rerouter
 from .shards import shard_name
 
 log = structlog.get_logger("stopwise.shell.processing")
@@ -57,6 +60,7 @@ class Processor:
         self._out: dict[str, list] = {}   # context key -> [examples, estimated bytes]
         self.example_records = 0
         self.learned_locally = 0
+        self.reroute = Rerouter(daemon, dlq)   # misplaced input re-routed, keyless dead-lettered
 
     def process(self, batch, now: float) -> None:
         try:
@@ -92,21 +96,23 @@ class Processor:
         shard = self._shard("join", tp.partition)
         joiner = shard.obj
         if role == "inference":
-            decode, add = decode_inference, joiner.add_inference
+            def decode(data, max_bytes, _cps=cfg.limits.max_checkpoints):  # the checkpoint limit is the decoder's
+                return decode_inference(data, max_bytes, _cps)
+            add = joiner.add_inference
         else:
             decode, add = decode_feedback, joiner.add_feedback
-        max_bytes, max_cps = cfg.limits.max_record_bytes, cfg.limits.max_checkpoints
+        max_bytes = cfg.limits.max_record_bytes
         reject = self.dlq.reject
         out = self._out
         joined = 0
+        n_parts, placed_elsewhere = self.reroute.count(tp.topic), self.reroute.check
         for rec in recs:
+            if placed_elsewhere(rec, n_parts):   # keyless (DLQ) or another shard's (re-routed)
+                continue
             try:
                 ev = decode(rec.value, max_bytes)
             except DecodeError as exc:
                 reject(rec, exc.reason, exc.detail)
-                continue
-            if role == "inference" and len(ev.checkpoints) > max_cps:
-                reject(rec, "too_large", f"{len(ev.checkpoints)} checkpoints > limit {max_cps}")
                 continue
             try:
                 examples = add(ev, now, len(rec.value))  # its wire size counts toward join.max_bytes

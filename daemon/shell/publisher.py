@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from ..core.reasons import reason_code
 from ..records import MAX_VERSION, ThresholdRecord, decode_threshold
 from ..signing import sign_record, verify_record
 from ..errors import DecodeError
@@ -120,7 +121,8 @@ class Publisher:
                            value=json.dumps(decision.audit(body), separators=(",", ":"), allow_nan=False).encode())
         self.published += 1
         if self.metrics is not None:
-            self.metrics.thresholds_published.labels(reason=decision.reason or rec.reason or "update").inc()
+            self.metrics.thresholds_published.labels(
+                reason=reason_code(decision.reason or rec.reason, decision.previous_threshold)).inc()
         log.info("threshold_published", context=rec.context, threshold=rec.threshold,
                  explore_rate=rec.explore_rate, version=version, reason=decision.reason,
                  **({} if self.key else {"signing": "UNSIGNED"}))

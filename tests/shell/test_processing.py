@@ -29,7 +29,7 @@ Rec = namedtuple("Rec", "topic partition offset key value headers")
 
 
 def _daemon() -> tuple[Daemon, FakeProducer]:
-    cfg = Config()
+    cfg = Config(topics={"input_partitions": 1})   # every input record below is on partition 0, join/0's
     d = Daemon(cfg, lag_monitor=False)
     fake = FakeProducer()
     d.producer = CheckedProducer(fake)

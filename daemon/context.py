@@ -170,4 +170,10 @@ def murmur2(data: bytes) -> int:
 def owner_partition(context_key: str, n_partitions: int) -> int:
     """The examples partition a context key hashes to (Kafka's default
     partitioner: murmur2 of the key bytes), i.e. the learn shard owning it."""
-    return (murmur2(context_key.encode()) & 0x7FFFFFFF) % max(1, n_partitions)
+    return murmur2_partition(context_key.encode(), n_partitions)
+
+
+def murmur2_partition(key: bytes, n_partitions: int) -> int:
+    """Kafka's default partitioner (Java, kafka-python): the partition of
+    ``key`` among ``n_partitions``."""
+    return (murmur2(key) & 0x7FFFFFFF) % max(1, n_partitions)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import zlib
 from functools import lru_cache
 
-from .context import murmur2
+from .context import murmur2_partition
 
 LIBRDKAFKA = "librdkafka default (consistent_random/CRC32): set partitioner=murmur2_random"
 UNKNOWN = "unknown (custom or random partitioner)"
@@ -34,7 +34,7 @@ def key_partition(key: bytes, n_partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` among
     ``n_partitions``. Cached: the two halves of a request share the key, so
     the second one, arriving soon after, costs a dict look-up."""
-    return (murmur2(key) & 0x7FFFFFFF) % max(1, n_partitions)
+    return murmur2_partition(key, n_partitions)
 
 
 def crc32_partition(key: bytes, n_partitions: int) -> int:
